@@ -1,0 +1,163 @@
+"""Measure protection, speed and memory of `protect images` on real data.
+
+    python benchmarks/protection.py cifar  --data PATH/cifar10-jpg.tar.gz
+    python benchmarks/protection.py photos --data PATH/clothing-photos
+    python benchmarks/protection.py reference --data PATH/cifar10-jpg.tar.gz --per-class 30
+
+`cifar` takes the first 500 training images of each CIFAR-10 class (sorted by
+file name), protects them with `protect images` in a subprocess, trains a fresh
+victim on the files written to disk and on the clean originals, and tests both
+on all 10,000 clean test images. `photos` protects a photo folder at native
+size. `reference` times the reference schedule against the default on a few
+images per class. Each prints a Markdown summary and writes JSON to --results.
+Peak memory is the largest resident set of the `protect` subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from protect import training
+
+
+def extract_cifar(archive: Path, target: Path, per_class: int) -> tuple[Path, Path]:
+    """Unpack the first `per_class` training images of each class and every test image."""
+    train, test = target / "train", target / "test"
+    if train.exists() and test.exists():
+        return train, test
+    taken: dict[str, int] = {}
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers() if m.name.endswith(".jpg")), key=lambda m: m.name)
+        for member in members:
+            split, label, name = Path(member.name).parts[-3:]
+            if split == "train":
+                if taken.get(label, 0) >= per_class:
+                    continue
+                taken[label] = taken.get(label, 0) + 1
+            folder = target / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(tar.extractfile(member).read())
+    return train, test
+
+
+def load_folder(folder: Path, classes: list[str], size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load every image under folder/<class>/ as (N, 3, H, W) floats in [0, 1]."""
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((folder / name).iterdir()):
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if size is not None:
+                    im = im.resize((size, size), Image.BILINEAR)
+                images.append(np.array(im))
+            labels.append(label)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+    return x, torch.tensor(labels)
+
+
+def run_protect(source: Path, out: Path, report: Path, *extra: str) -> dict:
+    """Run `protect images` in a subprocess; return wall seconds and peak memory."""
+    command = [sys.executable, "-m", "protect", "images", str(source), "--out", str(out),
+               "--report", str(report), *extra]
+    print("$", " ".join(command), file=sys.stderr, flush=True)
+    started = time.monotonic()
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)  # resource usage of this child alone
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"protect images exited with {os.waitstatus_to_exitcode(status)}")
+    data = json.loads(report.read_text())
+    retained = [e["energy_retained"] for e in data["images"] if e["energy_retained"] is not None]
+    linf = [e["linf"] for e in data["images"] if e["linf"] is not None]
+    return {
+        "images": len(data["images"]),
+        "seconds": round(seconds, 1),
+        "seconds_per_image": round(seconds / len(data["images"]), 4),
+        "peak_memory_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        "energy_retained_mean": round(float(np.mean(retained)), 4),
+        "linf_max": max(linf),
+        "working_size": data["settings"]["size"],
+        "seed": data["settings"]["seed"],
+    }
+
+
+def cifar(args: argparse.Namespace) -> dict:
+    work = args.work / "cifar"
+    train, test = extract_cifar(args.data, work / "data", args.per_class)
+    classes = sorted(p.name for p in train.iterdir())
+    protected = work / "protected"
+    stats = run_protect(train, protected, work / "report.json", "--seed", str(args.seed), *args.protect_args)
+
+    test_x, test_y = load_folder(test, classes)
+    results = {"protect": stats, "victim": {"architecture": args.victim, "epochs": args.epochs}}
+    for name, folder in (("protected", protected), ("clean", train)):
+        if name == "clean" and args.skip_clean:
+            continue
+        x, y = load_folder(folder, classes)
+        started = time.monotonic()
+        outcome = training.train_victim(
+            x, y, test_x, test_y, architecture=args.victim, epochs=args.epochs, seed=args.seed,
+            on_epoch=lambda e, a: print(f"  {name} epoch {e}: {a:.3f}", file=sys.stderr, flush=True),
+        )
+        results["victim"][name] = {
+            "final": round(outcome.final * 100, 2),
+            "peak": round(outcome.peak * 100, 2),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    return results
+
+
+def photos(args: argparse.Namespace) -> dict:
+    work = args.work / "photos"
+    return {"protect": run_protect(args.data, work / "protected", work / "report.json",
+                                   "--seed", str(args.seed), *args.protect_args)}
+
+
+def reference(args: argparse.Namespace) -> dict:
+    work = args.work / "reference"
+    train, _ = extract_cifar(args.data, work / "data", args.per_class)
+    results = {}
+    for schedule in ("fast", "reference"):
+        results[schedule] = run_protect(
+            train, work / schedule, work / f"{schedule}.json",
+            "--seed", str(args.seed), "--schedule", schedule, *args.protect_args,
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["cifar", "photos", "reference"])
+    parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 JPEG archive, or a photo folder")
+    parser.add_argument("--work", type=Path, default=Path("results"), help="folder for data, outputs and results")
+    parser.add_argument("--per-class", type=int, default=500, help="training images per CIFAR-10 class")
+    parser.add_argument("--victim", default="vgg-cnn", help="victim architecture (protect.models)")
+    parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-clean", action="store_true", help="do not train the clean control")
+    parser.add_argument("protect_args", nargs="*", help="extra arguments for protect images, after --")
+    args = parser.parse_args()
+
+    results = {"cifar": cifar, "photos": photos, "reference": reference}[args.task](args)
+    results["command"] = " ".join(sys.argv)
+    results["torch"] = torch.__version__
+    results["threads"] = torch.get_num_threads()
+    args.work.mkdir(parents=True, exist_ok=True)
+    path = args.work / f"{args.task}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Find images in a folder, read their pixels and write protected copies.
+
+This is the file edge of the project: pixels are uint8 arrays (H, W, C) here
+and float only inside the engine. Every write is atomic: the bytes go to a
+hidden temporary file in the destination folder, are flushed to disk, and then
+replace the final name with `os.replace`, so no reader ever sees a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+Image.init()
+
+# Extensions that name images Pillow cannot read without a plugin. They are
+# reported as failed with a reason instead of being ignored silently.
+_UNREADABLE_IMAGE_EXTENSIONS = {".heic", ".heif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf"}
+
+# Output settings per format. JPEG: quality 95 with 4:4:4 chroma (no colour
+# subsampling) keeps most of δ while files stay a normal size. WebP is written
+# lossless, so δ survives exactly; a lossy WebP source therefore grows.
+_SAVE_OPTIONS: dict[str, dict] = {
+    "PNG": {"optimize": False},
+    "JPEG": {"quality": 95, "subsampling": 0},
+    "WEBP": {"lossless": True, "quality": 100},
+    "TIFF": {},
+    "BMP": {},
+    "PPM": {},
+    "TGA": {},
+}
+LOSSY_FORMATS = {"JPEG"}
+TEMPORARY_SUFFIX = ".protect-tmp"
+JPEG_QUALITY = _SAVE_OPTIONS["JPEG"]["quality"]
+
+# Modes whose colour channels are 8-bit; anything else is skipped with a reason.
+_SUPPORTED_MODES = {"RGB", "RGBA", "L", "LA", "P"}
+
+
+class ImageReadError(Exception):
+    """An image file could not be read; the message says why."""
+
+
+class UnsupportedImage(Exception):
+    """An image was read but cannot be protected faithfully; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image found under the source folder."""
+
+    path: Path  # the file to read
+    relative: Path  # path below the source folder, kept for the output
+    label: str  # first-level subfolder name, "" for files directly in the folder
+
+
+@dataclass
+class Discovery:
+    """Images found under a folder, and the files passed over."""
+
+    images: list[ImageFile] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+
+def _is_image_name(name: str) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in Image.registered_extensions() or suffix in _UNREADABLE_IMAGE_EXTENSIONS
+
+
+def discover(source: Path, exclude: Path | None = None) -> Discovery:
+    """List the images under `source` in a stable (sorted) order.
+
+    Hidden files and folders (names starting with ".") and files with
+    non-image extensions are recorded in `ignored`. `exclude` is a folder to
+    skip entirely, such as an output folder that lies inside `source`.
+    """
+    found = Discovery()
+    excluded = exclude.resolve() if exclude is not None else None
+    for folder, dirs, files in os.walk(source):
+        here = Path(folder)
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+        )
+        for name in sorted(files):
+            path = here / name
+            if name.startswith(".") or not _is_image_name(name):
+                found.ignored.append(path)
+                continue
+            relative = path.relative_to(source)
+            label = relative.parts[0] if len(relative.parts) > 1 else ""
+            found.images.append(ImageFile(path, relative, label))
+    return found
+
+
+@dataclass
+class Picture:
+    """Decoded pixels of one image and what is needed to write it back.
+
+    rgb: (H, W, 3) uint8 colour channels (gray is repeated three times);
+    alpha: (H, W) uint8 or None, written back untouched.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    mode: str  # the mode to write: RGB, RGBA, L or LA
+    format: str  # Pillow format name, such as "PNG" or "JPEG"
+    exif: bytes | None
+    icc_profile: bytes | None
+
+    @property
+    def gray(self) -> bool:
+        return self.mode in ("L", "LA")
+
+
+def read_image(path: Path) -> Picture:
+    """Decode `path`, keeping the stored pixel orientation and the metadata.
+
+    Pixels are used as stored, and the EXIF block (orientation included) is
+    carried over unchanged, so the output displays the same way up as the
+    source. Raises ImageReadError or UnsupportedImage with the reason.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            fmt = im.format or ""
+            exif = im.info.get("exif")
+            icc = im.info.get("icc_profile")
+            frames = getattr(im, "n_frames", 1)
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            pixels = np.array(im)  # a writable copy
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError("the file is empty (0 bytes)") from error
+        raise ImageReadError(f"not a readable image: {error}") from error
+
+    if fmt not in _SAVE_OPTIONS:
+        raise UnsupportedImage(
+            f"{fmt or 'this'} format cannot be written back with the perturbation intact; "
+            "convert the image to PNG or JPEG first"
+        )
+    if frames > 1:
+        raise UnsupportedImage(f"animated image ({frames} frames); only still images are protected")
+    if mode not in _SUPPORTED_MODES:
+        raise UnsupportedImage(
+            f"pixel mode {mode} is not supported (RGB, RGBA, L, LA and palette images are); "
+            "convert it to 8-bit RGB first"
+        )
+
+    alpha = None
+    if mode in ("RGBA", "LA"):
+        alpha = pixels[..., -1].copy()
+        pixels = pixels[..., :-1]
+    if mode in ("L", "LA"):
+        pixels = np.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, axis=2)
+    return Picture(np.ascontiguousarray(pixels), alpha, mode, fmt, exif, icc)
+
+
+def to_pil(picture: Picture, rgb: np.ndarray) -> Image.Image:
+    """Build a Pillow image in the picture's mode from (H, W, 3) uint8 colour."""
+    if picture.gray:
+        # All three channels of a gray source carry one value, so one is enough.
+        channels = [rgb[..., 0]]
+    else:
+        channels = [rgb[..., i] for i in range(3)]
+    if picture.alpha is not None:
+        channels.append(picture.alpha)
+    stacked = np.stack(channels, axis=-1)
+    if stacked.shape[-1] == 1:
+        return Image.fromarray(stacked[..., 0], mode="L")
+    return Image.fromarray(stacked, mode=picture.mode)
+
+
+def encode(image: Image.Image, picture: Picture, handle) -> None:
+    """Write `image` to the open binary `handle` in the picture's format and metadata."""
+    options = dict(_SAVE_OPTIONS[picture.format])
+    if picture.exif:
+        options["exif"] = picture.exif
+    if picture.icc_profile:
+        options["icc_profile"] = picture.icc_profile
+    image.save(handle, format=picture.format, **options)
+
+
+def write_temporary(destination: Path, write) -> Path:
+    """Call write(handle) on a new hidden file beside `destination`; return its path.
+
+    The data is flushed to disk before returning. On any error the temporary
+    file is removed and the error propagates; `destination` is never touched.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=TEMPORARY_SUFFIX, dir=destination.parent
+    )
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary)
+
+
+def atomic_write(destination: Path, write) -> None:
+    """Write `destination` through a temporary file and a rename.
+
+    Readers see either the old file or the complete new one, never a part.
+    """
+    temporary = write_temporary(destination, write)
+    try:
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode `path` to (H, W, 3) uint8, repeating gray and dropping alpha."""
+    return read_image(path).rgb

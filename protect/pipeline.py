@@ -1,0 +1,208 @@
+"""Protect a folder of images: read, craft, write, in that order.
+
+`protect_images` is what the `protect images` command runs once it has checked
+its arguments. Full-size pixels are never all held at once: reading keeps only
+the working-size copy of each image, and writing decodes each source again.
+Results come back as one `Outcome` per input; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from protect import engine, files, labels, resolution
+
+ProgressFn = Callable[[str, int, int], None]
+
+PROTECTED, FAILED, SKIPPED = "protected", "failed", "skipped"
+
+
+@dataclass
+class Settings:
+    """What a run does, as chosen on the command line."""
+
+    epsilon: int  # L∞ budget in 8-bit levels
+    size: int | None  # working size in pixels; None picks one from the images
+    schedule: engine.Schedule
+    method: str
+    device: torch.device
+    seed: int
+
+
+@dataclass
+class Outcome:
+    """What happened to one input file."""
+
+    source: Path
+    output: Path | None
+    label: str
+    status: str = PROTECTED
+    error: str | None = None
+    linf: int | None = None  # largest change of any channel after reload, in 8-bit levels
+    energy_retained: float | None = None  # share of δ's energy left after lossy encoding
+
+
+@dataclass
+class RunResult:
+    outcomes: list[Outcome]
+    size: int
+    classes: dict[str, int]
+    craft: engine.CraftResult | None
+
+
+class OutputCheckError(RuntimeError):
+    """A written file failed its reload check; the run must not claim it protected."""
+
+
+def _working_size(images: list[files.ImageFile]) -> int:
+    sides = []
+    for image in images:
+        try:
+            with Image.open(image.path) as im:  # reads the header only
+                sides.append(min(im.size))
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+            continue  # reported when the file is decoded
+    return resolution.auto_size(sides) if sides else resolution.MAX_AUTO_SIZE
+
+
+def _read_all(
+    images: list[files.ImageFile], size: int, progress: ProgressFn
+) -> tuple[list[torch.Tensor], list[int], list[Outcome]]:
+    """Decode every image to working size; return tensors, their input positions, outcomes."""
+    tensors, kept, outcomes = [], [], []
+    for i, image in enumerate(images):
+        outcome = Outcome(image.path, None, image.label)
+        try:
+            picture = files.read_image(image.path)
+            tensors.append(resolution.to_working(picture.rgb, size))
+            kept.append(i)
+        except files.ImageReadError as error:
+            outcome.status, outcome.error = FAILED, str(error)
+        except files.UnsupportedImage as error:
+            outcome.status, outcome.error = SKIPPED, str(error)
+        outcomes.append(outcome)
+        progress("read", i + 1, len(images))
+    return tensors, kept, outcomes
+
+
+def _measure(source_rgb: np.ndarray, intended: np.ndarray, written: Path) -> tuple[int, float]:
+    """Reload `written`; return its L∞ change in levels and the share of δ energy kept.
+
+    The share is the energy of the written difference's projection onto the
+    intended difference, over the intended energy: 1.0 for lossless formats,
+    lower where a codec removed part of δ. Codec noise orthogonal to δ does
+    not count as retained.
+    """
+    reloaded = files.read_rgb(written).astype(np.int32)
+    source = source_rgb.astype(np.int32)
+    if reloaded.shape != source.shape:
+        raise OutputCheckError(f"written size {reloaded.shape} differs from source {source.shape}")
+    actual = (reloaded - source).astype(np.float64)
+    wanted = (intended.astype(np.int32) - source).astype(np.float64)
+    linf = int(np.abs(actual).max())
+    energy = float((wanted * wanted).sum())
+    if energy == 0:
+        return linf, 1.0
+    along = float((actual * wanted).sum()) / energy
+    return linf, max(0.0, along) ** 2
+
+
+def _write_one(
+    image: files.ImageFile,
+    delta: torch.Tensor,
+    destination: Path,
+    epsilon: int,
+    in_place: bool,
+    outcome: Outcome,
+) -> Path | None:
+    """Write one protected image; return the temporary path when `in_place`."""
+    picture = files.read_image(image.path)
+    height, width = picture.rgb.shape[:2]
+    native = resolution.to_native(delta, height, width)
+    protected = resolution.apply_delta(picture.rgb, native, picture.gray)
+    pil = files.to_pil(picture, protected)
+
+    def write(handle) -> None:
+        files.encode(pil, picture, handle)
+
+    temporary = files.write_temporary(destination, write)
+    try:
+        outcome.linf, outcome.energy_retained = _measure(picture.rgb, protected, temporary)
+        if picture.format not in files.LOSSY_FORMATS and outcome.linf > epsilon:
+            raise OutputCheckError(
+                f"reloaded output differs by {outcome.linf} levels, more than --epsilon {epsilon}"
+            )
+        if in_place:
+            return temporary
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return None
+
+
+def protect_images(
+    images: list[files.ImageFile],
+    source: Path,
+    destination: Path | None,
+    settings: Settings,
+    progress: ProgressFn,
+) -> RunResult:
+    """Protect `images` (found under `source`) and write them.
+
+    With `destination` None the originals are replaced in two phases: every
+    protected file is first written beside its original under a hidden
+    temporary name, and only when all writes have finished does each one
+    replace its original by an atomic rename. An error or interrupt before
+    then removes the temporary files and leaves every original as it was.
+    Raises labels.LabelError when the readable images form fewer than two classes.
+    """
+    size = settings.size or _working_size(images)
+    tensors, kept, outcomes = _read_all(images, size, progress)
+    if not kept:
+        return RunResult(outcomes, size, {}, None)
+
+    grouping = labels.folder_labels([images[i] for i in kept])
+    craft = engine.craft(
+        torch.stack(tensors),
+        grouping.indices,
+        epsilon=settings.epsilon / 255,
+        schedule=settings.schedule,
+        method=settings.method,
+        device=settings.device,
+        seed=settings.seed,
+        progress=progress,
+    )
+    del tensors
+
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for n, i in enumerate(kept):
+            image, outcome = images[i], outcomes[i]
+            target = image.path if destination is None else destination / image.relative
+            outcome.output = target
+            try:
+                temporary = _write_one(
+                    image, craft.delta[n], target, settings.epsilon, destination is None, outcome
+                )
+                if temporary is not None:
+                    pending.append((temporary, target))
+            except (OSError, files.ImageReadError, files.UnsupportedImage, OutputCheckError) as error:
+                outcome.status, outcome.error = FAILED, f"write failed: {error}"
+                outcome.output = None
+            progress("write", n + 1, len(kept))
+    except BaseException:
+        for temporary, _ in pending:
+            temporary.unlink(missing_ok=True)
+        raise
+
+    for temporary, target in pending:
+        os.replace(temporary, target)
+    return RunResult(outcomes, size, grouping.sizes(), craft)
