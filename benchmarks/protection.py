@@ -5,9 +5,9 @@
     python benchmarks/protection.py reference --data PATH/cifar10-jpg.tar.gz --per-class 30
 
 `cifar` takes the first 500 training images of each CIFAR-10 class (sorted by
-file name), protects them with `protect images` in a subprocess, trains a fresh
-victim on the files written to disk and on the clean originals, and tests both
-on all 10,000 clean test images. `photos` protects a photo folder at native
+file name) and protects them with `protect images` in a subprocess. It then
+trains a fresh victim on the files written to disk, and another on the clean
+originals, and tests both on all 10,000 clean test images. `photos` protects a photo folder at native
 size. `reference` times the reference schedule against the default on a few
 images per class. Each prints a Markdown summary and writes JSON to --results.
 Peak memory is the largest resident set of the `protect` subprocess.

@@ -175,7 +175,7 @@ def images(
     ] = ScheduleName.fast,
     epochs: Annotated[
         Optional[int],
-        typer.Option("--epochs", min=1, max=1000, help="Outer crafting epochs; overrides the schedule's (fast: 10, reference: 100)."),
+        typer.Option("--epochs", min=1, max=1000, help="Outer crafting epochs; overrides the schedule's (fast: 20, reference: 100)."),
     ] = None,
     method: Annotated[
         MethodName, typer.Option("--method", help="mi-ue: feature-collapse objective. em: error-minimizing (cross-entropy).")
@@ -197,6 +197,10 @@ def images(
     if not found.images:
         raise _fail(f"no images found under {source} ({len(found.ignored)} other files ignored)", EXIT_NO_IMAGES)
 
+    try:
+        labels.folder_labels(found.images)  # fail before any slow work
+    except labels.LabelError as error:
+        raise _fail(str(error)) from None
     try:
         chosen = devices.select_device(device.value)
     except devices.DeviceError as error:

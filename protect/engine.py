@@ -18,7 +18,8 @@ never prints.
 
 Measured cost (2 CPU cores, torch 2.14.1, 32x32 images): the `fast` schedule's
 small CNN trains at about 1,000 images/s and takes input-gradient steps at
-about 1,150 images/s, so one outer epoch on 5,000 images takes about 50 s.
+about 1,150 images/s, so one outer epoch (one training epoch, 5 steps) on
+5,000 images takes about 21 s, and the 20-epoch run about 7 minutes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from protect import models
+from protect import augment, models
 
 METHODS = ("mi-ue", "em")
 
@@ -48,10 +49,8 @@ class Schedule:
     lr: float
     weight_decay: float
     cosine_lr: bool
-    # Stop once the objective over a whole sweep falls below this value,
-    # after at least `min_epochs` outer epochs; None runs every epoch.
-    stop_loss: float | None = None
-    min_epochs: int = 1
+    # Augmentation of both phases: "flip", or "crop-flip" (4-pixel shifts too).
+    augmentation: str = "flip"
     train_batch: int = 128
     craft_batch: int = 512
 
@@ -72,17 +71,22 @@ REFERENCE = Schedule(
     cosine_lr=True,
 )
 
-# The CPU default; see README "Default schedule" for the measurements behind it.
+# The CPU default. Alternating more often helps more than stepping harder: on
+# 5,000 CIFAR-10 images (2 CPU cores), 20 epochs of 5 steps took 417 s and left
+# a fresh victim at 13.1 % clean accuracy, while 10 epochs of 10 steps took
+# 396 s and left it at 22.9 %. Crops in the augmentation match what a victim's
+# trainer does (22.9 % against 24.5 % with flips alone, 10 x 10).
 FAST = Schedule(
     name="fast",
     surrogate="small-cnn",
-    max_epochs=10,
-    steps=10,
+    max_epochs=20,
+    steps=5,
     step_start=0.5,
     step_end=1.0,
     lr=0.1,
     weight_decay=5e-4,
     cosine_lr=False,
+    augmentation="crop-flip",
 )
 
 SCHEDULES = {s.name: s for s in (FAST, REFERENCE)}
@@ -104,7 +108,6 @@ class CraftResult:
 
     delta: torch.Tensor
     history: list[EpochStats] = field(default_factory=list)
-    stopped_early: bool = False
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -144,11 +147,10 @@ def class_balanced_batches(
     return [torch.cat(p) for p in parts if sum(c.numel() for c in p) > 0]
 
 
-def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    # Horizontal flip of a random half of the batch; differentiable in x.
-    mask = torch.rand(x.shape[0], generator=generator) < 0.5
-    mask = mask.to(x.device).view(-1, 1, 1, 1)
-    return torch.where(mask, x.flip(-1), x)
+def _augment(x: torch.Tensor, schedule: Schedule, generator: torch.Generator) -> torch.Tensor:
+    if schedule.augmentation == "crop-flip":
+        return augment.random_crop_flip(x, generator)
+    return augment.random_flip(x, generator)
 
 
 def _objective(model: models.Classifier, x: torch.Tensor, y: torch.Tensor, method: str) -> torch.Tensor:
@@ -176,7 +178,7 @@ def _train_epoch(
             continue
         x = (images[idx] + delta[idx]).clamp(0, 1).to(device)
         y = labels[idx].to(device)
-        logits = model(_flip(x, generator))
+        logits = model(_augment(x, schedule, generator))
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,7 +214,7 @@ def _perturb_sweep(
         d = delta[idx].to(device)
         for step in range(steps + 1):
             d.requires_grad_(True)
-            loss = _objective(model, _flip((x + d).clamp(0, 1), generator), y, method)
+            loss = _objective(model, _augment((x + d).clamp(0, 1), schedule, generator), y, method)
             if step == 0:
                 first_total += loss.item() * idx.numel()
             if step == steps:
@@ -312,14 +314,4 @@ def craft(
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, delta)
-        if (
-            schedule.stop_loss is not None
-            and epoch + 1 >= schedule.min_epochs
-            and end < schedule.stop_loss
-        ):
-            result.stopped_early = True
-            if progress is not None:
-                progress("craft", total, total)
-            break
-
     return result

@@ -132,6 +132,10 @@ def read_image(path: Path) -> Picture:
             exif = im.info.get("exif")
             icc = im.info.get("icc_profile")
             frames = getattr(im, "n_frames", 1)
+            if fmt == "MPO":
+                # Phone cameras write JPEG with extra MPO frames (previews, depth
+                # maps). The first frame is the photo, written back as plain JPEG.
+                fmt, frames = "JPEG", 1
             mode = im.mode
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")

@@ -39,7 +39,7 @@ def folder_labels(images: list[ImageFile]) -> Grouping:
     if len(names) < 2:
         only = names[0] if names else "none"
         raise LabelError(
-            f"found one class ({only}), but protection needs at least two: sort the images "
+            f"found one class ({only}), but protection needs at least two classes: sort the images "
             "into one subfolder per subject or class, such as photos/cats and photos/dogs"
         )
     position = {name: i for i, name in enumerate(names)}

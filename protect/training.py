@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from protect import models
+from protect.augment import random_crop_flip
 
 
 @dataclass
@@ -34,21 +35,6 @@ class TrainResult:
     @property
     def peak(self) -> float:
         return max(self.test_accuracy)
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Pad (B, C, H, W) by reflection, take a random crop of the original size, flip half."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)  # (B, H)
-    cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)  # (B, W)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    out = out.permute(0, 3, 1, 2)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
-    return torch.where(flip, out.flip(-1), out)
 
 
 @torch.no_grad()

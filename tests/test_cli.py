@@ -79,6 +79,26 @@ def test_names_sizes_and_formats_kept(photo_folder: Path, tmp_path: Path) -> Non
             assert b.mode == a.mode, relative
 
 
+def test_gray_and_alpha_kept(cifar_png: Path, tmp_path: Path) -> None:
+    gray_source = cifar_png / "airplane" / "gray.png"
+    alpha_source = cifar_png / "airplane" / "alpha.png"
+    Image.open(next(cifar_png.rglob("*.png"))).convert("L").save(gray_source)
+    rgba = np.array(Image.open(next(cifar_png.rglob("*.png"))).convert("RGBA"))
+    rgba[..., 3] = np.arange(32 * 32).reshape(32, 32) % 256
+    Image.fromarray(rgba, mode="RGBA").save(alpha_source)
+    out = tmp_path / "out"
+
+    result = protect(cifar_png, "--out", out, "--seed", 2)
+
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "airplane" / "gray.png") as gray:
+        assert gray.mode == "L"
+        assert np.abs(np.array(gray).astype(int) - pixels(gray_source)).max() <= 8
+    written = pixels(out / "airplane" / "alpha.png")
+    assert np.array_equal(written[..., 3], rgba[..., 3].astype(int))
+    assert np.abs(written[..., :3] - rgba[..., :3].astype(int)).max() <= 8
+
+
 def test_jpeg_written_with_full_chroma(photo_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     protect(photo_folder, "--out", out, "--seed", 3)
