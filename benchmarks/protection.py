@@ -36,18 +36,21 @@ def extract_cifar(archive: Path, target: Path, per_class: int) -> tuple[Path, Pa
     train, test = target / "train", target / "test"
     if train.exists() and test.exists():
         return train, test
-    taken: dict[str, int] = {}
     with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.name.endswith(".jpg")), key=lambda m: m.name)
+        members = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+        by_class: dict[str, list[str]] = {}
+        for member in members:
+            split, label, _ = Path(member.name).parts[-3:]
+            if split == "train":
+                by_class.setdefault(label, []).append(member.name)
+        chosen = {name for names in by_class.values() for name in sorted(names)[:per_class]}
+        # Archive order, because seeking backwards in a gzip stream decompresses it again.
         for member in members:
             split, label, name = Path(member.name).parts[-3:]
-            if split == "train":
-                if taken.get(label, 0) >= per_class:
-                    continue
-                taken[label] = taken.get(label, 0) + 1
-            folder = target / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(tar.extractfile(member).read())
+            if split == "test" or member.name in chosen:
+                folder = target / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(tar.extractfile(member).read())
     return train, test
 
 

@@ -77,8 +77,10 @@ def main(
 
 def _check_paths(source: Path, out: Optional[Path], in_place: bool) -> Optional[Path]:
     """Return the output folder (None for in place) or raise typer.Exit(2)."""
+    if not source.exists():
+        raise _fail(f"source folder {source} does not exist")
     if not source.is_dir():
-        raise _fail(f"source folder {source} does not exist or is not a folder")
+        raise _fail(f"source {source} is a file, not a folder: give the folder that contains the images")
     if in_place and out is not None:
         raise _fail("give either --out DST or --in-place, not both")
     if not in_place and out is None:
@@ -109,7 +111,7 @@ def _progress() -> Progress:
     )
 
 
-def _write_report(path: Path, result, settings, seconds: float) -> None:
+def _write_report(path: Path, result, settings, seconds: float, ignored: list[Path]) -> None:
     entries = [
         {
             "source": str(o.source),
@@ -135,12 +137,13 @@ def _write_report(path: Path, result, settings, seconds: float) -> None:
         "classes": result.classes,
         "seconds": round(seconds, 2),
         "images": entries,
+        "ignored": [str(p) for p in ignored],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _summary(result, settings, seconds: float) -> Table:
+def _summary(result, settings, seconds: float, ignored: int) -> Table:
     counts = {"protected": 0, "failed": 0, "skipped": 0}
     for outcome in result.outcomes:
         counts[outcome.status] += 1
@@ -148,6 +151,7 @@ def _summary(result, settings, seconds: float) -> Table:
     table.add_row("protected", str(counts["protected"]))
     table.add_row("failed", str(counts["failed"]))
     table.add_row("skipped", str(counts["skipped"]))
+    table.add_row("ignored", f"{ignored} (hidden or not images)")
     table.add_row("time", f"{seconds:.1f} s")
     table.add_row("device", str(settings.device))
     table.add_row("epsilon", f"{settings.epsilon}/255")
@@ -158,7 +162,7 @@ def _summary(result, settings, seconds: float) -> Table:
 
 @app.command()
 def images(
-    source: Annotated[Path, typer.Argument(help="Folder of images, one subfolder per class.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Folder of images, one subfolder per class.", metavar="SOURCE", show_default=False)],
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Folder for the protected copies (same relative paths).")
     ] = None,
@@ -242,9 +246,9 @@ def images(
     for outcome in result.outcomes:
         if outcome.status != pipeline.PROTECTED:
             stderr.print(f"[yellow]{outcome.status}:[/] {outcome.source}: {outcome.error}", highlight=False)
-    stdout.print(_summary(result, settings, seconds))
+    stdout.print(_summary(result, settings, seconds, len(found.ignored)))
     if report is not None:
-        _write_report(report, result, settings, seconds)
+        _write_report(report, result, settings, seconds, found.ignored)
 
     if all(o.status == pipeline.PROTECTED for o in result.outcomes):
         raise typer.Exit(EXIT_OK)

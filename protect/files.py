@@ -193,9 +193,18 @@ def encode(image: Image.Image, picture: Picture, handle) -> None:
     image.save(handle, format=picture.format, **options)
 
 
-def write_temporary(destination: Path, write) -> Path:
+def _default_mode() -> int:
+    # mkstemp creates files readable by the owner only; a published image
+    # should get the permissions any new file gets (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_temporary(destination: Path, write, mode: int | None = None) -> Path:
     """Call write(handle) on a new hidden file beside `destination`; return its path.
 
+    The file gets permission bits `mode`, or those of a new file when None.
     The data is flushed to disk before returning. On any error the temporary
     file is removed and the error propagates; `destination` is never touched.
     """
@@ -204,6 +213,7 @@ def write_temporary(destination: Path, write) -> Path:
         prefix=f".{destination.name}.", suffix=TEMPORARY_SUFFIX, dir=destination.parent
     )
     try:
+        os.chmod(temporary, _default_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

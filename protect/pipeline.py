@@ -9,6 +9,7 @@ Results come back as one `Outcome` per input; nothing here prints.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -96,9 +97,10 @@ def _measure(source_rgb: np.ndarray, intended: np.ndarray, written: Path) -> tup
     """Reload `written`; return its L∞ change in levels and the share of δ energy kept.
 
     The share is the energy of the written difference's projection onto the
-    intended difference, over the intended energy: 1.0 for lossless formats,
-    lower where a codec removed part of δ. Codec noise orthogonal to δ does
-    not count as retained.
+    intended difference, over the intended energy, in [0, 1]: 1.0 for lossless
+    formats, lower where a codec removed part of δ. Codec noise orthogonal to δ
+    does not count as retained. For JPEG the L∞ change includes the codec's own
+    re-encoding error, so it can exceed the budget.
     """
     reloaded = files.read_rgb(written).astype(np.int32)
     source = source_rgb.astype(np.int32)
@@ -111,7 +113,9 @@ def _measure(source_rgb: np.ndarray, intended: np.ndarray, written: Path) -> tup
     if energy == 0:
         return linf, 1.0
     along = float((actual * wanted).sum()) / energy
-    return linf, max(0.0, along) ** 2
+    # Codec noise that happens to line up with δ can push the projection past
+    # 1; the share is capped there.
+    return linf, min(1.0, max(0.0, along)) ** 2
 
 
 def _write_one(
@@ -132,7 +136,9 @@ def _write_one(
     def write(handle) -> None:
         files.encode(pil, picture, handle)
 
-    temporary = files.write_temporary(destination, write)
+    # In place, the output keeps the original's permission bits.
+    mode = stat.S_IMODE(image.path.stat().st_mode) if in_place else None
+    temporary = files.write_temporary(destination, write, mode)
     try:
         outcome.linf, outcome.energy_retained = _measure(picture.rgb, protected, temporary)
         if picture.format not in files.LOSSY_FORMATS and outcome.linf > epsilon:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +241,40 @@ def test_in_place_interrupted_keeps_every_original(cifar_png: Path, monkeypatch)
 
     assert result.exit_code != 0
     assert snapshot(cifar_png) == before
+
+
+def test_exit_2_for_source_file(cifar_png: Path, tmp_path: Path) -> None:
+    result = protect(next(cifar_png.rglob("*.png")), "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "is a file" in result.output
+
+
+def test_outputs_readable_by_others(cifar_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old_umask = os.umask(0o022)
+    try:
+        result = protect(cifar_png, "--out", out, "--seed", 1)
+    finally:
+        os.umask(old_umask)
+    assert result.exit_code == 0, result.output
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*.png")}
+    assert modes == {0o644}
+
+
+def test_in_place_keeps_permissions(cifar_png: Path) -> None:
+    originals = sorted(cifar_png.rglob("*.png"))
+    for path in originals:
+        path.chmod(0o444)
+    result = protect(cifar_png, "--in-place", "--seed", 1)
+    assert result.exit_code == 0, result.output
+    assert {stat.S_IMODE(p.stat().st_mode) for p in originals} == {0o444}
+
+
+def test_report_lists_ignored_files(cifar_png: Path, tmp_path: Path) -> None:
+    (cifar_png / "airplane" / "notes.txt").write_text("caption")
+    report = tmp_path / "report.json"
+    result = protect(cifar_png, "--out", tmp_path / "out", "--seed", 1, "--report", report)
+    assert result.exit_code == 0, result.output
+    ignored = json.loads(report.read_text())["ignored"]
+    assert [Path(p).name for p in ignored] == ["notes.txt"]
+    assert "ignored" in result.output
