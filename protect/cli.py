@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import sys
 import time
 from enum import Enum
 from pathlib import Path
@@ -254,3 +255,151 @@ def images(
         raise typer.Exit(EXIT_OK)
     raise typer.Exit(EXIT_SOME_FAILED)
 
+
+
+def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) -> None:
+    rows = [c for c in checks if show_all or not c.passed]
+    if rows:
+        table = Table(title="pairs" if show_all else "failing pairs")
+        for column in ("file", "L-inf", "codec L-inf", "PSNR dB", "SSIM", "problems"):
+            table.add_column(column)
+        for c in rows:
+            table.add_row(
+                c.relative,
+                "-" if c.linf is None else str(c.linf),
+                "-" if c.codec_linf is None else str(c.codec_linf),
+                "-" if c.psnr is None else f"{c.psnr:.1f}",
+                "-" if c.ssim is None else f"{c.ssim:.4f}",
+                "; ".join(c.problems) or "ok",
+            )
+        stdout.print(table)
+
+    table = Table(title="protect verify", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    stdout.print(table)
+    for path in pairing.missing:
+        stdout.print(f"[red]missing output:[/] {path}", highlight=False)
+    for path in pairing.extra:
+        stdout.print(f"[yellow]extra file without an original:[/] {path}", highlight=False)
+    if probe_result is not None:
+        verdict = "[green]pass[/]" if probe_result.passed else "[red]fail[/]"
+        if not probe_result.conclusive:
+            verdict = "[yellow]inconclusive[/] (the clean control did not learn either; use more images)"
+        stdout.print(
+            f"probe: protected {probe_result.protected_accuracy:.1%}, clean {probe_result.clean_accuracy:.1%}, "
+            f"chance {probe_result.chance:.1%}, gap {probe_result.clean_accuracy - probe_result.protected_accuracy:+.1%}; "
+            f"rule: {probe_result.rule}: {verdict}",
+            highlight=False,
+        )
+        stdout.print(
+            f"mutual information (nats, clean vs protected features): model trained on protected files "
+            f"{probe_result.mi_protected_model:.2f}, clean control {probe_result.mi_clean_model:.2f}",
+            highlight=False,
+        )
+
+
+@app.command()
+def verify(
+    originals: Annotated[Path, typer.Argument(help="Folder of original images.", metavar="ORIGINALS", show_default=False)],
+    protected: Annotated[Path, typer.Argument(help="Folder that protect images wrote.", metavar="PROTECTED", show_default=False)],
+    epsilon: Annotated[int, typer.Option("--epsilon", min=1, max=32, help="Budget in 8-bit levels that the run used.")] = 8,
+    probe: Annotated[
+        Optional[bool],
+        typer.Option("--probe/--no-probe", help="Train a model on the protected files to test learnability. Default: on when there are class subfolders with enough images."),
+    ] = None,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=1, max=200, help="Training epochs of each probe model.")] = 20,
+    allow_stripped: Annotated[bool, typer.Option("--allow-stripped", help="Accept outputs whose EXIF or ICC metadata was removed on purpose.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of tables.")] = False,
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a PNG grid of original, protected and amplified difference.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List every pair, not only failing ones.")] = False,
+    device: Annotated[DeviceName, typer.Option("--device", help="Device for the probe.")] = DeviceName.auto,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the probe's split and training.")] = 0,
+) -> None:
+    """Check protected files against their originals: pairing, integrity, budget and learnability."""
+    for name, folder in (("ORIGINALS", originals), ("PROTECTED", protected)):
+        if not folder.is_dir():
+            raise _fail(f"{name} folder {folder} does not exist or is not a folder")
+
+    from protect import checks, devices, files, labels, probe as probing, preview as previews
+
+    pairing = checks.pair(originals, protected)
+    if not pairing.common and not pairing.missing:
+        raise _fail(f"no images found under {originals}", EXIT_NO_IMAGES)
+
+    results = []
+    with _progress() as bars:
+        task = bars.add_task("check", total=len(pairing.common))
+        for relative in pairing.common:
+            results.append(checks.check_pair(originals / relative, protected / relative, str(relative), epsilon, allow_stripped))
+            bars.advance(task)
+
+    finite = [c.psnr for c in results if c.psnr is not None and c.psnr != float("inf")]
+    summary = {
+        "pairs": len(pairing.common),
+        "passed": sum(c.passed for c in results),
+        "failed": sum(not c.passed for c in results),
+        "missing outputs": len(pairing.missing),
+        "extra files": len(pairing.extra),
+        "max L-inf (levels)": max((c.linf for c in results if c.linf is not None), default=0),
+        "max codec L-inf (levels)": max((c.codec_linf for c in results if c.codec_linf is not None), default=0),
+        "mean PSNR (dB)": round(sum(finite) / len(finite), 2) if finite else None,
+        "mean SSIM": round(sum(c.ssim for c in results if c.ssim is not None) / max(1, len(results)), 4),
+        "epsilon": f"{epsilon}/255",
+    }
+
+    probe_result, probe_note = None, None
+    found = [i for i in files.discover(originals).images if i.relative in set(pairing.common)]
+    grouping = None
+    try:
+        grouping = labels.folder_labels(found)
+        probe_note = probing.skip_reason(grouping.sizes())
+    except labels.LabelError as error:
+        probe_note = str(error)
+    if probe is None:
+        probe = probe_note is None
+    elif probe and probe_note is not None:
+        raise _fail(f"--probe cannot run: {probe_note}")
+    if probe:
+        chosen = devices.select_device(device.value)
+        stderr.print(f"probe: training two models on {len(found)} images, device {chosen}", highlight=False)
+        with _progress() as bars:
+            task = bars.add_task("probe", total=2 * probe_epochs)
+            probe_result = probing.run_probe(
+                [i.path for i in found], [protected / i.relative for i in found], grouping.indices.tolist(),
+                epochs=probe_epochs, device=chosen, seed=seed,
+                on_epoch=lambda name, e, a: bars.advance(task),
+            )
+    elif probe_note is not None:
+        stderr.print(f"probe skipped: {probe_note}", highlight=False)
+
+    if preview is not None:
+        chosen_pairs = [(originals / r, protected / r) for r in pairing.common[:: max(1, len(pairing.common) // 6)][:6]]
+        previews.write_preview(chosen_pairs, preview, epsilon)
+
+    failed = [c for c in results if not c.passed]
+    # A probe whose clean control learned nothing cannot show a failure.
+    probe_failed = probe_result is not None and probe_result.conclusive and not probe_result.passed
+    if json_output:
+        report = {
+            "summary": summary,
+            "pairs": [c.__dict__ | {"passed": c.passed} for c in results],
+            "missing": [str(p) for p in pairing.missing],
+            "extra": [str(p) for p in pairing.extra],
+            "probe": None if probe_result is None else probe_result.__dict__ | {
+                "passed": probe_result.passed, "conclusive": probe_result.conclusive, "rule": probe_result.rule,
+            },
+            "probe_skipped": None if probe else probe_note,
+            "passed": not failed and not pairing.missing and not probe_failed,
+        }
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        _verify_table(results, pairing, summary, probe_result, show_all or len(results) <= 30)
+
+    for c in failed:
+        stderr.print(f"[red]failed:[/] {c.relative}: {'; '.join(c.problems)}", highlight=False)
+    for path in pairing.missing:
+        stderr.print(f"[red]failed:[/] {path}: missing output", highlight=False)
+    if probe_failed:
+        stderr.print(f"[red]failed:[/] probe: {probe_result.rule} does not hold", highlight=False)
+    raise typer.Exit(EXIT_SOME_FAILED if failed or pairing.missing or probe_failed else EXIT_OK)

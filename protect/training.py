@@ -27,6 +27,7 @@ class TrainResult:
     """Clean-test accuracy after each epoch, in [0, 1]."""
 
     test_accuracy: list[float] = field(default_factory=list)
+    model: models.Classifier | None = None  # the trained model, when requested
 
     @property
     def final(self) -> float:
@@ -61,6 +62,7 @@ def train_victim(
     device: torch.device | None = None,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    keep_model: bool = False,
 ) -> TrainResult:
     """Train `architecture` from scratch on the training set, testing after each epoch.
 
@@ -95,4 +97,6 @@ def train_victim(
         result.test_accuracy.append(accuracy)
         if on_epoch is not None:
             on_epoch(epoch + 1, accuracy)
+    if keep_model:
+        result.model = model
     return result
