@@ -121,7 +121,7 @@ def _orientation(path: Path) -> int:
 def check_pair(
     original_path: Path, protected_path: Path, relative: str, epsilon: int, allow_stripped: bool
 ) -> PairCheck:
-    """Compare one pair; every problem found is listed, not only the first."""
+    """Compare one pair, listing every problem found; a size mismatch skips the pixel checks."""
     result = PairCheck(relative)
     try:
         original = files.read_image(original_path)
