@@ -151,6 +151,8 @@ def check_pair(
 
     difference = np.abs(protected.rgb.astype(np.int32) - original.rgb.astype(np.int32))
     result.linf = int(difference.max())
+    if result.linf == 0:
+        result.problems.append("pixels are identical to the original: this file is not protected")
     result.psnr = psnr(original.rgb, protected.rgb)
     result.ssim = ssim(original.rgb, protected.rgb)
     if protected.format in files.LOSSY_FORMATS:

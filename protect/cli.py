@@ -257,6 +257,17 @@ def images(
 
 
 
+def _finite(value):
+    """Replace infinite floats (the PSNR of identical images) with None, which JSON can hold."""
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) -> None:
     rows = [c for c in checks if show_all or not c.passed]
     if rows:
@@ -276,7 +287,7 @@ def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) 
 
     table = Table(title="protect verify", show_header=False)
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key.replace("_", " "), str(value))
     stdout.print(table)
     for path in pairing.missing:
         stdout.print(f"[red]missing output:[/] {path}", highlight=False)
@@ -339,13 +350,13 @@ def verify(
         "pairs": len(pairing.common),
         "passed": sum(c.passed for c in results),
         "failed": sum(not c.passed for c in results),
-        "missing outputs": len(pairing.missing),
-        "extra files": len(pairing.extra),
-        "max L-inf (levels)": max((c.linf for c in results if c.linf is not None), default=0),
-        "max codec L-inf (levels)": max((c.codec_linf for c in results if c.codec_linf is not None), default=0),
-        "mean PSNR (dB)": round(sum(finite) / len(finite), 2) if finite else None,
-        "mean SSIM": round(sum(c.ssim for c in results if c.ssim is not None) / max(1, len(results)), 4),
-        "epsilon": f"{epsilon}/255",
+        "missing_outputs": len(pairing.missing),
+        "extra_files": len(pairing.extra),
+        "max_linf_levels": max((c.linf for c in results if c.linf is not None), default=0),
+        "max_codec_linf_levels": max((c.codec_linf for c in results if c.codec_linf is not None), default=0),
+        "mean_psnr_db": round(sum(finite) / len(finite), 2) if finite else None,
+        "mean_ssim": round(sum(c.ssim for c in results if c.ssim is not None) / max(1, len(results)), 4),
+        "epsilon_levels": epsilon,
     }
 
     probe_result, probe_note = None, None
@@ -373,13 +384,22 @@ def verify(
     elif probe_note is not None:
         stderr.print(f"probe skipped: {probe_note}", highlight=False)
 
-    if preview is not None:
-        chosen_pairs = [(originals / r, protected / r) for r in pairing.common[:: max(1, len(pairing.common) // 6)][:6]]
-        previews.write_preview(chosen_pairs, preview, epsilon)
-
     failed = [c for c in results if not c.passed]
-    # A probe whose clean control learned nothing cannot show a failure.
+    # A probe that cannot judge (too few test images, or a control that
+    # learned nothing) cannot show a failure.
     probe_failed = probe_result is not None and probe_result.conclusive and not probe_result.passed
+    if probe_result is None:
+        summary["probe"] = "skipped"
+    elif not probe_result.conclusive:
+        summary["probe"] = "inconclusive"
+    else:
+        summary["probe"] = "passed" if probe_result.passed else "failed"
+    if preview is not None:
+        # Failing pairs first, so the picture shows what went wrong.
+        ranked = [c.relative for c in results if not c.passed] + [c.relative for c in results if c.passed]
+        previews.write_preview([(originals / r, protected / r) for r in ranked[:6]], preview, epsilon)
+        stderr.print(f"preview written to {preview}", highlight=False)
+
     if json_output:
         report = {
             "summary": summary,
@@ -392,7 +412,7 @@ def verify(
             "probe_skipped": None if probe else probe_note,
             "passed": not failed and not pairing.missing and not probe_failed,
         }
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(_finite(report), indent=2, default=str, allow_nan=False) + "\n")
     else:
         _verify_table(results, pairing, summary, probe_result, show_all or len(results) <= 30)
 

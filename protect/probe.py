@@ -31,6 +31,9 @@ from protect import files, models, resolution, training
 MIN_PER_CLASS = 10  # below this the test part is too small for an accuracy to mean much
 PASS_MARGIN = 0.10  # protected accuracy must stay within 10 points of chance
 PCA_DIMENSIONS = 8
+# Below this many test images one image moves accuracy by over 2.5 points,
+# too coarse to judge a 10-point margin.
+MIN_TEST_IMAGES = 40
 
 
 @dataclass
@@ -48,8 +51,8 @@ class ProbeResult:
 
     @property
     def conclusive(self) -> bool:
-        """Whether the clean control learned; if it did not, the probe cannot tell."""
-        return self.clean_accuracy > self.chance + PASS_MARGIN
+        """Whether the probe can judge: enough test images, and a control that learned."""
+        return self.test_images >= MIN_TEST_IMAGES and self.clean_accuracy > self.chance + PASS_MARGIN
 
     @property
     def passed(self) -> bool:

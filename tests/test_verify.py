@@ -177,3 +177,28 @@ def test_probe_reports_accuracies_and_mi(tmp_path: Path) -> None:
     assert 0 <= report["probe"]["protected_accuracy"] <= 1
     assert report["probe"]["mi_clean_model"] >= 0
     assert report["probe"]["rule"] == "protected accuracy <= chance + 10 points"
+
+
+def test_unprotected_copy_fails(cifar_png: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_png, copy)
+    result = verify(cifar_png, copy, "--no-probe")
+    assert result.exit_code == 1
+    assert "not protected" in result.output
+
+
+def test_json_has_no_infinity(cifar_png: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_png, copy)
+    result = runner.invoke(app, ["verify", str(cifar_png), str(copy), "--no-probe", "--json"])
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    report = json.loads(result.stdout, parse_constant=reject)
+    assert report["pairs"][0]["psnr"] is None
+    assert report["summary"]["probe"] == "skipped"
