@@ -126,7 +126,7 @@ def check_pair(
     try:
         original = files.read_image(original_path)
         protected = files.read_image(protected_path)
-    except (files.ImageReadError, files.UnsupportedImage) as error:
+    except (files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage) as error:
         result.problems.append(f"unreadable: {error}")
         return result
 

@@ -144,6 +144,20 @@ def _write_report(path: Path, result, settings, seconds: float, ignored: list[Pa
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _print_plan(found, destination: Optional[Path], grouping) -> None:
+    table = Table(title="protect images --dry-run")
+    table.add_column("source")
+    table.add_column("label")
+    table.add_column("output")
+    for image in found.images:
+        target = image.path if destination is None else destination / image.relative
+        table.add_row(str(image.path), image.label or "(top level)", "in place" if destination is None else str(target))
+    stdout.print(table)
+    sizes = ", ".join(f"{name} {count}" for name, count in grouping.sizes().items())
+    stdout.print(f"{len(found.images)} images in {len(grouping.names)} classes ({sizes}); "
+                 f"{len(found.ignored)} other files ignored; nothing was written", highlight=False)
+
+
 def _summary(result, settings, seconds: float, ignored: int) -> Table:
     counts = {"protected": 0, "failed": 0, "skipped": 0}
     for outcome in result.outcomes:
@@ -192,6 +206,15 @@ def images(
     report: Annotated[
         Optional[Path], typer.Option("--report", help="Write a JSON report with one entry per input to this file.")
     ] = None,
+    strip_metadata: Annotated[bool, typer.Option("--strip-metadata", help="Write no EXIF or ICC metadata.")] = False,
+    strip_gps: Annotated[bool, typer.Option("--strip-gps", help="Keep EXIF but remove its GPS location.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also protect files that this tool already protected (its marker is in their metadata).")
+    ] = False,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", min=1, help="Reject images with more pixels than this (decompression bomb guard).")
+    ] = 178_956_970,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be protected and where, then exit.")] = False,
 ) -> None:
     """Protect every image under SOURCE and write the results to --out (or in place)."""
     destination = _check_paths(source, out, in_place)
@@ -203,9 +226,15 @@ def images(
         raise _fail(f"no images found under {source} ({len(found.ignored)} other files ignored)", EXIT_NO_IMAGES)
 
     try:
-        labels.folder_labels(found.images)  # fail before any slow work
+        grouping = labels.folder_labels(found.images)  # fail before any slow work
     except labels.LabelError as error:
         raise _fail(str(error)) from None
+    if strip_metadata and strip_gps:
+        raise _fail("give either --strip-metadata or --strip-gps, not both")
+    if dry_run:
+        _print_plan(found, destination, grouping)
+        raise typer.Exit(EXIT_OK)
+
     try:
         chosen = devices.select_device(device.value)
     except devices.DeviceError as error:
@@ -222,6 +251,9 @@ def images(
         method=method.value,
         device=chosen,
         seed=seed,
+        metadata="strip" if strip_metadata else "strip-gps" if strip_gps else "keep",
+        force=force,
+        max_pixels=max_pixels,
     )
     stderr.print(
         f"protect: {len(found.images)} images, device {chosen}, seed {seed}, "

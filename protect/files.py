@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 Image.init()
+# Pillow's own guard (a warning, then an error at twice its limit) is replaced
+# by the explicit check in read_image, so --max-pixels can move the limit
+# either way without changing a global between calls.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's error threshold: 2 x 89,478,485
 
 # Extensions that name images Pillow cannot read without a plugin. They are
 # reported as failed with a reason instead of being ignored silently.
@@ -37,6 +42,11 @@ _SAVE_OPTIONS: dict[str, dict] = {
 LOSSY_FORMATS = {"JPEG"}
 TEMPORARY_SUFFIX = ".protect-tmp"
 JPEG_QUALITY = _SAVE_OPTIONS["JPEG"]["quality"]
+
+# Written into PNG text chunks and JPEG comments so that a second run can tell
+# the tool's own output from an original. Other formats carry no marker.
+MARKER = "protect:mi-ue"
+_GPS_IFD = 0x8825
 
 # Modes whose colour channels are 8-bit; anything else is skipped with a reason.
 _SUPPORTED_MODES = {"RGB", "RGBA", "L", "LA", "P"}
@@ -112,25 +122,41 @@ class Picture:
     format: str  # Pillow format name, such as "PNG" or "JPEG"
     exif: bytes | None
     icc_profile: bytes | None
+    marked: bool = False  # the file carries MARKER: an output of this tool
 
     @property
     def gray(self) -> bool:
         return self.mode in ("L", "LA")
 
 
-def read_image(path: Path) -> Picture:
+class ImageTooLarge(Exception):
+    """An image declares more pixels than the limit; it may be a decompression bomb."""
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode `path`, keeping the stored pixel orientation and the metadata.
 
     Pixels are used as stored, and the EXIF block (orientation included) is
     carried over unchanged, so the output displays the same way up as the
-    source. Raises ImageReadError or UnsupportedImage with the reason.
+    source. An image with more than `max_pixels` pixels raises ImageTooLarge
+    before it is decoded. Raises ImageReadError or UnsupportedImage with the reason.
     """
+    limit = max_pixels
     try:
         with Image.open(path) as im:
+            if limit and im.width * im.height > limit:
+                raise ImageTooLarge(
+                    f"image is {im.width}x{im.height} = {im.width * im.height:,} pixels, more than the "
+                    f"limit of {limit:,} (a possible decompression bomb); pass --max-pixels to raise it"
+                )
             im.load()
             fmt = im.format or ""
             exif = im.info.get("exif")
             icc = im.info.get("icc_profile")
+            comment = im.info.get("comment", b"")
+            marked = im.info.get(MARKER) is not None or (
+                isinstance(comment, bytes) and comment.startswith(MARKER.encode())
+            )
             frames = getattr(im, "n_frames", 1)
             if fmt == "MPO":
                 # Phone cameras write JPEG with extra MPO frames (previews, depth
@@ -141,7 +167,7 @@ def read_image(path: Path) -> Picture:
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 mode = im.mode
             pixels = np.array(im)  # a writable copy
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError) as error:
         if os.path.getsize(path) == 0:
             raise ImageReadError("the file is empty (0 bytes)") from error
         raise ImageReadError(f"not a readable image: {error}") from error
@@ -165,7 +191,7 @@ def read_image(path: Path) -> Picture:
         pixels = pixels[..., :-1]
     if mode in ("L", "LA"):
         pixels = np.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, axis=2)
-    return Picture(np.ascontiguousarray(pixels), alpha, mode, fmt, exif, icc)
+    return Picture(np.ascontiguousarray(pixels), alpha, mode, fmt, exif, icc, marked)
 
 
 def to_pil(picture: Picture, rgb: np.ndarray) -> Image.Image:
@@ -183,13 +209,32 @@ def to_pil(picture: Picture, rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(stacked, mode=picture.mode)
 
 
-def encode(image: Image.Image, picture: Picture, handle) -> None:
-    """Write `image` to the open binary `handle` in the picture's format and metadata."""
+def without_gps(exif: bytes) -> bytes:
+    """Return an EXIF block with its GPS (location) directory removed."""
+    parsed = Image.Exif()
+    parsed.load(exif)
+    if _GPS_IFD in parsed:
+        del parsed[_GPS_IFD]
+    return parsed.tobytes()
+
+
+def encode(image: Image.Image, picture: Picture, handle, metadata: str = "keep") -> None:
+    """Write `image` to the open binary `handle` in the picture's format.
+
+    metadata: "keep" copies EXIF and ICC, "strip-gps" drops EXIF's location,
+    "strip" writes neither. PNG and JPEG outputs also carry MARKER.
+    """
     options = dict(_SAVE_OPTIONS[picture.format])
-    if picture.exif:
-        options["exif"] = picture.exif
-    if picture.icc_profile:
+    if picture.exif and metadata != "strip":
+        options["exif"] = without_gps(picture.exif) if metadata == "strip-gps" else picture.exif
+    if picture.icc_profile and metadata != "strip":
         options["icc_profile"] = picture.icc_profile
+    if picture.format == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text(MARKER, "1")
+        options["pnginfo"] = text
+    elif picture.format == "JPEG":
+        options["comment"] = MARKER.encode()
     image.save(handle, format=picture.format, **options)
 
 

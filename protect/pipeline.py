@@ -35,6 +35,9 @@ class Settings:
     method: str
     device: torch.device
     seed: int
+    metadata: str = "keep"  # "keep", "strip-gps" or "strip"; see files.encode
+    force: bool = False  # protect files that already carry the tool's marker
+    max_pixels: int = files.DEFAULT_MAX_PIXELS  # larger images are rejected unread
 
 
 @dataclass
@@ -68,23 +71,28 @@ def _working_size(images: list[files.ImageFile]) -> int:
         try:
             with Image.open(image.path) as im:  # reads the header only
                 sides.append(min(im.size))
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        except (OSError, ValueError, SyntaxError):
             continue  # reported when the file is decoded
     return resolution.auto_size(sides) if sides else resolution.MAX_AUTO_SIZE
 
 
 def _read_all(
-    images: list[files.ImageFile], size: int, progress: ProgressFn
+    images: list[files.ImageFile], size: int, settings: Settings, progress: ProgressFn
 ) -> tuple[list[torch.Tensor], list[int], list[Outcome]]:
     """Decode every image to working size; return tensors, their input positions, outcomes."""
     tensors, kept, outcomes = [], [], []
     for i, image in enumerate(images):
         outcome = Outcome(image.path, None, image.label)
         try:
-            picture = files.read_image(image.path)
+            picture = files.read_image(image.path, settings.max_pixels)
+            if picture.marked and not settings.force:
+                raise files.UnsupportedImage(
+                    "already protected by this tool (its marker is in the metadata); "
+                    "pass --force to perturb it again"
+                )
             tensors.append(resolution.to_working(picture.rgb, size))
             kept.append(i)
-        except files.ImageReadError as error:
+        except (files.ImageReadError, files.ImageTooLarge) as error:
             outcome.status, outcome.error = FAILED, str(error)
         except files.UnsupportedImage as error:
             outcome.status, outcome.error = SKIPPED, str(error)
@@ -122,28 +130,28 @@ def _write_one(
     image: files.ImageFile,
     delta: torch.Tensor,
     destination: Path,
-    epsilon: int,
+    settings: Settings,
     in_place: bool,
     outcome: Outcome,
 ) -> Path | None:
     """Write one protected image; return the temporary path when `in_place`."""
-    picture = files.read_image(image.path)
+    picture = files.read_image(image.path, settings.max_pixels)
     height, width = picture.rgb.shape[:2]
     native = resolution.to_native(delta, height, width)
     protected = resolution.apply_delta(picture.rgb, native, picture.gray)
     pil = files.to_pil(picture, protected)
 
     def write(handle) -> None:
-        files.encode(pil, picture, handle)
+        files.encode(pil, picture, handle, settings.metadata)
 
     # In place, the output keeps the original's permission bits.
     mode = stat.S_IMODE(image.path.stat().st_mode) if in_place else None
     temporary = files.write_temporary(destination, write, mode)
     try:
         outcome.linf, outcome.energy_retained = _measure(picture.rgb, protected, temporary)
-        if picture.format not in files.LOSSY_FORMATS and outcome.linf > epsilon:
+        if picture.format not in files.LOSSY_FORMATS and outcome.linf > settings.epsilon:
             raise OutputCheckError(
-                f"reloaded output differs by {outcome.linf} levels, more than --epsilon {epsilon}"
+                f"reloaded output differs by {outcome.linf} levels, more than --epsilon {settings.epsilon}"
             )
         if in_place:
             return temporary
@@ -171,7 +179,7 @@ def protect_images(
     Raises labels.LabelError when the readable images form fewer than two classes.
     """
     size = settings.size or _working_size(images)
-    tensors, kept, outcomes = _read_all(images, size, progress)
+    tensors, kept, outcomes = _read_all(images, size, settings, progress)
     if not kept:
         return RunResult(outcomes, size, {}, None)
 
@@ -196,11 +204,13 @@ def protect_images(
             outcome.output = target
             try:
                 temporary = _write_one(
-                    image, craft.delta[n], target, settings.epsilon, destination is None, outcome
+                    image, craft.delta[n], target, settings, destination is None, outcome
                 )
                 if temporary is not None:
                     pending.append((temporary, target))
-            except (OSError, files.ImageReadError, files.UnsupportedImage, OutputCheckError) as error:
+            except (
+                OSError, files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage, OutputCheckError
+            ) as error:
                 outcome.status, outcome.error = FAILED, f"write failed: {error}"
                 outcome.output = None
             progress("write", n + 1, len(kept))

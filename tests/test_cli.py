@@ -206,12 +206,12 @@ def test_in_place_keeps_originals_when_a_write_fails(cifar_png: Path, monkeypatc
     real_encode = files.encode
     calls = {"count": 0}
 
-    def failing_encode(image, picture, handle) -> None:
+    def failing_encode(image, picture, handle, *options) -> None:
         calls["count"] += 1
         if calls["count"] == 5:
             handle.write(b"partial")
             raise OSError(28, "No space left on device")
-        real_encode(image, picture, handle)
+        real_encode(image, picture, handle, *options)
 
     monkeypatch.setattr(files, "encode", failing_encode)
     result = protect(cifar_png, "--in-place", "--seed", 1)
@@ -230,11 +230,11 @@ def test_in_place_interrupted_keeps_every_original(cifar_png: Path, monkeypatch)
     real_encode = files.encode
     calls = {"count": 0}
 
-    def interrupted_encode(image, picture, handle) -> None:
+    def interrupted_encode(image, picture, handle, *options) -> None:
         calls["count"] += 1
         if calls["count"] == 10:
             raise KeyboardInterrupt
-        real_encode(image, picture, handle)
+        real_encode(image, picture, handle, *options)
 
     monkeypatch.setattr(files, "encode", interrupted_encode)
     result = protect(cifar_png, "--in-place", "--seed", 1)

@@ -1,0 +1,122 @@
+"""Awkward inputs and run options: orientation, metadata, markers, limits, dry runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from protect.cli import app
+
+runner = CliRunner()
+GPS = 0x8825
+ORIENTATION = 0x0112
+
+
+def protect(*args) -> object:
+    return runner.invoke(app, ["images", *map(str, args), "--epochs", "2", "--seed", "1"])
+
+
+def exif_block(orientation: int = 1, gps: bool = True) -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif[0x010F] = "TestCam"  # Make
+    if gps:
+        exif[GPS] = {1: "N", 2: (52.0, 22.0, 0.0)}
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_displays_same_way_up(cifar_png: Path, tmp_path: Path, orientation: int) -> None:
+    source = cifar_png / "airplane" / "oriented.png"
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:10, :10] = 255  # a bright corner shows which way is up
+    Image.fromarray(pixels).save(source, exif=exif_block(orientation))
+    out = tmp_path / "out"
+
+    result = protect(cifar_png, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    with Image.open(source) as a, Image.open(out / "airplane" / "oriented.png") as b:
+        assert b.getexif().get(ORIENTATION) == orientation
+        shown_a = np.array(ImageOps.exif_transpose(a)).astype(int)
+        shown_b = np.array(ImageOps.exif_transpose(b)).astype(int)
+    assert shown_b.shape == shown_a.shape
+    assert np.abs(shown_b - shown_a).max() <= 8
+
+
+def test_strip_gps_keeps_other_exif(photo_folder: Path, tmp_path: Path) -> None:
+    target = next(photo_folder.rglob("*.jpg"))
+    Image.open(target).save(target, exif=exif_block(), quality=95)
+    out = tmp_path / "out"
+
+    result = protect(photo_folder, "--out", out, "--strip-gps")
+
+    assert result.exit_code == 0, result.output
+    exif = Image.open(out / target.relative_to(photo_folder)).getexif()
+    assert exif.get(0x010F) == "TestCam"
+    assert GPS not in exif
+
+
+def test_metadata_kept_by_default(photo_folder: Path, tmp_path: Path) -> None:
+    target = next(photo_folder.rglob("*.jpg"))
+    Image.open(target).save(target, exif=exif_block(), quality=95)
+    out = tmp_path / "out"
+    protect(photo_folder, "--out", out)
+    exif = Image.open(out / target.relative_to(photo_folder)).getexif()
+    assert exif.get_ifd(GPS)[1] == "N"
+
+
+def test_strip_metadata_removes_exif(photo_folder: Path, tmp_path: Path) -> None:
+    target = next(photo_folder.rglob("*.jpg"))
+    Image.open(target).save(target, exif=exif_block(), quality=95)
+    out = tmp_path / "out"
+    result = protect(photo_folder, "--out", out, "--strip-metadata")
+    assert result.exit_code == 0, result.output
+    assert len(Image.open(out / target.relative_to(photo_folder)).getexif()) == 0
+
+
+def test_own_output_is_rejected(cifar_png: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    protect(cifar_png, "--out", first)
+    report = tmp_path / "report.json"
+
+    result = protect(first, "--out", tmp_path / "second", "--report", report)
+
+    assert result.exit_code == 1
+    entries = json.loads(report.read_text())["images"]
+    assert all(e["status"] == "skipped" for e in entries)
+    assert "--force" in entries[0]["error"]
+
+
+def test_force_protects_own_output_again(cifar_png: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    protect(cifar_png, "--out", first)
+    result = protect(first, "--out", tmp_path / "second", "--force")
+    assert result.exit_code == 0, result.output
+
+
+def test_dry_run_writes_nothing(cifar_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = protect(cifar_png, "--out", out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert not out.exists()
+    assert "24 images in 3 classes" in result.output
+
+
+def test_image_over_pixel_limit_is_rejected(cifar_png: Path, tmp_path: Path) -> None:
+    big = cifar_png / "airplane" / "big.png"
+    Image.new("RGB", (100, 100)).save(big)
+    report = tmp_path / "report.json"
+
+    result = protect(cifar_png, "--out", tmp_path / "out", "--max-pixels", 5000, "--report", report)
+
+    assert result.exit_code == 1
+    entry = next(e for e in json.loads(report.read_text())["images"] if e["source"].endswith("big.png"))
+    assert entry["status"] == "failed"
+    assert "--max-pixels" in entry["error"]
+    assert not (tmp_path / "out" / "airplane" / "big.png").exists()
