@@ -82,24 +82,45 @@ def _is_image_name(name: str) -> bool:
     return suffix in Image.registered_extensions() or suffix in _UNREADABLE_IMAGE_EXTENSIONS
 
 
+def _inside(path: Path, root: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == root or root in resolved.parents
+
+
 def discover(source: Path, exclude: Path | None = None) -> Discovery:
     """List the images under `source` in a stable (sorted) order.
 
     Hidden files and folders (names starting with ".") and files with
-    non-image extensions are recorded in `ignored`. `exclude` is a folder to
-    skip entirely, such as an output folder that lies inside `source`.
+    non-image extensions are recorded in `ignored`. Symbolic links are
+    followed only when their target lies inside `source`; others are ignored,
+    so a link cannot pull in (or, in place, overwrite) files from elsewhere.
+    `exclude` is a folder to skip entirely, such as an output folder that
+    lies inside `source`.
     """
     found = Discovery()
+    root = source.resolve()
     excluded = exclude.resolve() if exclude is not None else None
-    for folder, dirs, files in os.walk(source):
+    visited = {root}
+    for folder, dirs, names in os.walk(source, followlinks=True):
         here = Path(folder)
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
-        )
-        for name in sorted(files):
+        kept = []
+        for d in sorted(dirs):
+            path = here / d
+            real = path.resolve()
+            if d.startswith(".") or real == excluded or real in visited:
+                continue  # hidden, the output folder, or a link back to a visited folder
+            if path.is_symlink() and not _inside(path, root):
+                found.ignored.append(path)
+                continue
+            visited.add(real)
+            kept.append(d)
+        dirs[:] = kept
+        for name in sorted(names):
             path = here / name
             if name.startswith(".") or not _is_image_name(name):
+                found.ignored.append(path)
+                continue
+            if path.is_symlink() and not _inside(path, root):
                 found.ignored.append(path)
                 continue
             relative = path.relative_to(source)
@@ -172,6 +193,11 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             raise ImageReadError("the file is empty (0 bytes)") from error
         raise ImageReadError(f"not a readable image: {error}") from error
 
+    named = Image.registered_extensions().get(os.path.splitext(path.name)[1].lower())
+    if named is not None and named != fmt and {named, fmt} != {"JPEG", "MPO"}:
+        raise ImageReadError(
+            f"the file holds {fmt} data but its name says {named}; rename it to match its format"
+        )
     if fmt not in _SAVE_OPTIONS:
         raise UnsupportedImage(
             f"{fmt or 'this'} format cannot be written back with the perturbation intact; "

@@ -120,3 +120,50 @@ def test_image_over_pixel_limit_is_rejected(cifar_png: Path, tmp_path: Path) -> 
     assert entry["status"] == "failed"
     assert "--max-pixels" in entry["error"]
     assert not (tmp_path / "out" / "airplane" / "big.png").exists()
+
+
+def test_symlink_outside_source_is_ignored(cifar_png: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.png"
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(outside)
+    (cifar_png / "airplane" / "link-out.png").symlink_to(outside)
+    (cifar_png / "airplane" / "link-in.png").symlink_to(next((cifar_png / "automobile").iterdir()))
+    out = tmp_path / "out"
+
+    result = protect(cifar_png, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    assert not (out / "airplane" / "link-out.png").exists()
+    assert (out / "airplane" / "link-in.png").exists()
+
+
+def test_symlinked_folder_loop_is_walked_once(cifar_png: Path, tmp_path: Path) -> None:
+    (cifar_png / "airplane" / "loop").symlink_to(cifar_png / "airplane")
+    result = protect(cifar_png, "--out", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "24 images" in result.output
+
+
+def test_extension_that_lies_is_reported(cifar_png: Path, tmp_path: Path) -> None:
+    liar = cifar_png / "airplane" / "actually-png.jpg"
+    Image.new("RGB", (32, 32)).save(liar, format="PNG")
+    report = tmp_path / "report.json"
+
+    result = protect(cifar_png, "--out", tmp_path / "out", "--report", report)
+
+    assert result.exit_code == 1
+    entry = next(e for e in json.loads(report.read_text())["images"] if e["source"].endswith("actually-png.jpg"))
+    assert entry["status"] == "failed"
+    assert "PNG data" in entry["error"]
+
+
+def test_image_smaller_than_working_size(cifar_png: Path, tmp_path: Path) -> None:
+    icon = cifar_png / "airplane" / "icon.png"
+    Image.new("RGB", (9, 7), (120, 130, 140)).save(icon)
+    out = tmp_path / "out"
+
+    result = protect(cifar_png, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    written = np.array(Image.open(out / "airplane" / "icon.png")).astype(int)
+    assert written.shape == (7, 9, 3)
+    assert np.abs(written - np.array(Image.open(icon)).astype(int)).max() <= 8
