@@ -114,13 +114,14 @@ def _measure(source_rgb: np.ndarray, intended: np.ndarray, written: Path) -> tup
     source = source_rgb.astype(np.int32)
     if reloaded.shape != source.shape:
         raise OutputCheckError(f"written size {reloaded.shape} differs from source {source.shape}")
-    actual = (reloaded - source).astype(np.float64)
-    wanted = (intended.astype(np.int32) - source).astype(np.float64)
+    actual = reloaded - source
+    wanted = intended.astype(np.int32) - source
     linf = int(np.abs(actual).max())
-    energy = float((wanted * wanted).sum())
+    # Each product is at most 255 * 255, so int32 products and int64 sums are exact.
+    energy = int((wanted * wanted).sum(dtype=np.int64))
     if energy == 0:
         return linf, 1.0
-    along = float((actual * wanted).sum()) / energy
+    along = int((actual * wanted).sum(dtype=np.int64)) / energy
     # Codec noise that happens to line up with δ can push the projection past
     # 1; the share is capped there.
     return linf, min(1.0, max(0.0, along)) ** 2
