@@ -215,6 +215,9 @@ def images(
         int, typer.Option("--max-pixels", min=1, help="Reject images with more pixels than this (decompression bomb guard).")
     ] = 178_956_970,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be protected and where, then exit.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted run into --out, keeping the outputs it completed.")
+    ] = False,
 ) -> None:
     """Protect every image under SOURCE and write the results to --out (or in place)."""
     destination = _check_paths(source, out, in_place)
@@ -239,6 +242,13 @@ def images(
         chosen = devices.select_device(device.value)
     except devices.DeviceError as error:
         raise _fail(str(error)) from None
+    if resume and destination is None:
+        raise _fail("--resume works with --out only; an interrupted --in-place run left every original intact")
+    if seed is None and resume:
+        from protect import state
+
+        saved = state.RunState(destination).saved_settings()
+        seed = None if saved is None else saved["seed"]
     if seed is None:
         seed = secrets.randbelow(2**31)
     chosen_schedule = engine.SCHEDULES[schedule.value]
@@ -271,8 +281,8 @@ def images(
             bars.update(tasks[phase], completed=done, total=total)
 
         try:
-            result = pipeline.protect_images(found.images, source, destination, settings, progress)
-        except labels.LabelError as error:
+            result = pipeline.protect_images(found.images, source, destination, settings, progress, resume)
+        except (labels.LabelError, pipeline.ResumeMismatch) as error:
             raise _fail(str(error)) from None
     seconds = time.monotonic() - started
 

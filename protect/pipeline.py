@@ -8,6 +8,7 @@ Results come back as one `Outcome` per input; nothing here prints.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protect import engine, files, labels, resolution
+from protect import __version__, engine, files, labels, resolution, state
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -59,6 +60,25 @@ class RunResult:
     size: int
     classes: dict[str, int]
     craft: engine.CraftResult | None
+
+
+class ResumeMismatch(RuntimeError):
+    """--resume found a saved run whose settings or sources differ from this one."""
+
+
+def settings_record(settings: Settings) -> dict:
+    """Return the settings that decide δ, as JSON-ready values (the device is left out)."""
+    return {
+        "epsilon": settings.epsilon,
+        "size": settings.size,
+        "schedule": dataclasses.asdict(settings.schedule),
+        "method": settings.method,
+        "seed": settings.seed,
+        "metadata": settings.metadata,
+        "force": settings.force,
+        "max_pixels": settings.max_pixels,
+        "version": __version__,
+    }
 
 
 class OutputCheckError(RuntimeError):
@@ -169,33 +189,58 @@ def protect_images(
     destination: Path | None,
     settings: Settings,
     progress: ProgressFn,
+    resume: bool = False,
 ) -> RunResult:
     """Protect `images` (found under `source`) and write them.
 
-    With `destination` None the originals are replaced in two phases: every
-    protected file is first written beside its original under a hidden
-    temporary name, and only when all writes have finished does each one
-    replace its original by an atomic rename. An error or interrupt before
+    With `destination` None the originals are replaced in two phases. First
+    every protected file is written beside its original under a hidden
+    temporary name. Only when all writes have finished does each one replace
+    its original by an atomic rename. An error or interrupt before
     then removes the temporary files and leaves every original as it was.
-    Raises labels.LabelError when the readable images form fewer than two classes.
+    With a `destination`, δ and each finished output are saved in its state
+    folder (see protect.state). `resume` reuses them when settings and sources
+    match and raises ResumeMismatch when they differ. Raises labels.LabelError
+    when the readable images form fewer than two classes.
     """
+    saved = None
+    if destination is not None:
+        saved = state.RunState(destination)
+        key = state.run_key(settings_record(settings), images)
+        if resume and saved.saved_settings() is not None and not saved.matches(key):
+            raise ResumeMismatch(
+                f"the interrupted run in {destination} used other settings or sources; "
+                "rerun without --resume to start over"
+            )
+        if not (resume and saved.matches(key)):
+            saved.start(key, settings_record(settings))
+        saved.remove_temporaries()
+
     size = settings.size or _working_size(images)
     tensors, kept, outcomes = _read_all(images, size, settings, progress)
     if not kept:
         return RunResult(outcomes, size, {}, None)
 
     grouping = labels.folder_labels([images[i] for i in kept])
-    craft = engine.craft(
-        torch.stack(tensors),
-        grouping.indices,
-        epsilon=settings.epsilon / 255,
-        schedule=settings.schedule,
-        method=settings.method,
-        device=settings.device,
-        seed=settings.seed,
-        progress=progress,
-    )
+    relatives = [str(images[i].relative) for i in kept]
+    delta = saved.load_delta(relatives) if resume and saved is not None else None
+    craft = None
+    if delta is None:
+        craft = engine.craft(
+            torch.stack(tensors),
+            grouping.indices,
+            epsilon=settings.epsilon / 255,
+            schedule=settings.schedule,
+            method=settings.method,
+            device=settings.device,
+            seed=settings.seed,
+            progress=progress,
+        )
+        delta = craft.delta
+        if saved is not None:
+            saved.save_delta(delta, relatives)
     del tensors
+    done = saved.finished() if resume and saved is not None else {}
 
     pending: list[tuple[Path, Path]] = []
     try:
@@ -203,12 +248,16 @@ def protect_images(
             image, outcome = images[i], outcomes[i]
             target = image.path if destination is None else destination / image.relative
             outcome.output = target
+            relative = str(image.relative)
+            if relative in done and target.exists() and state.sha256(target) == done[relative]:
+                progress("write", n + 1, len(kept))  # complete before the interruption
+                continue
             try:
-                temporary = _write_one(
-                    image, craft.delta[n], target, settings, destination is None, outcome
-                )
+                temporary = _write_one(image, delta[n], target, settings, destination is None, outcome)
                 if temporary is not None:
                     pending.append((temporary, target))
+                elif saved is not None:
+                    saved.record(relative, target)
             except (
                 OSError, files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage, OutputCheckError
             ) as error:
@@ -222,4 +271,6 @@ def protect_images(
 
     for temporary, target in pending:
         os.replace(temporary, target)
+    if saved is not None:
+        saved.remove()
     return RunResult(outcomes, size, grouping.sizes(), craft)
