@@ -4,7 +4,8 @@
 
 Results and the closing summary go to stdout; progress bars and diagnostics go
 to stderr. Exit codes: 0 every image protected; 1 some inputs failed or were
-skipped and all the others were written; 2 invalid arguments; 3 no images found.
+skipped and all the others were written; 2 invalid arguments; 3 no images found;
+130 interrupted by Ctrl-C (after the current write finishes).
 torch is imported only when a command runs, so `protect --help` is instant.
 """
 
@@ -27,6 +28,7 @@ from rich.table import Table
 from protect import __version__
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_IMAGES = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # the shell convention for a Ctrl-C: 128 + SIGINT
 
 app = typer.Typer(
     help="Make images unlearnable before you publish them.",
@@ -284,6 +286,13 @@ def images(
             result = pipeline.protect_images(found.images, source, destination, settings, progress, resume)
         except (labels.LabelError, pipeline.ResumeMismatch) as error:
             raise _fail(str(error)) from None
+        except KeyboardInterrupt:
+            if destination is None:
+                stderr.print("interrupted: every original is intact", highlight=False)
+            else:
+                stderr.print("interrupted: finished outputs are complete; run the same command "
+                             "with --resume to finish", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     seconds = time.monotonic() - started
 
     for outcome in result.outcomes:

@@ -8,8 +8,10 @@ Results come back as one `Outcome` per input; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +185,33 @@ def _write_one(
     return None
 
 
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold Ctrl-C until the current write ends; yield a check that raises it then.
+
+    Only the main thread may set signal handlers; elsewhere Ctrl-C acts at once.
+    """
+    requested = []
+
+    def note(signum, frame) -> None:
+        requested.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, note)
+    except ValueError:
+        yield lambda: None
+        return
+
+    def check() -> None:
+        if requested:
+            raise KeyboardInterrupt
+
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def protect_images(
     images: list[files.ImageFile],
     source: Path,
@@ -244,26 +273,9 @@ def protect_images(
 
     pending: list[tuple[Path, Path]] = []
     try:
-        for n, i in enumerate(kept):
-            image, outcome = images[i], outcomes[i]
-            target = image.path if destination is None else destination / image.relative
-            outcome.output = target
-            relative = str(image.relative)
-            if relative in done and target.exists() and state.sha256(target) == done[relative]:
-                progress("write", n + 1, len(kept))  # complete before the interruption
-                continue
-            try:
-                temporary = _write_one(image, delta[n], target, settings, destination is None, outcome)
-                if temporary is not None:
-                    pending.append((temporary, target))
-                elif saved is not None:
-                    saved.record(relative, target)
-            except (
-                OSError, files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage, OutputCheckError
-            ) as error:
-                outcome.status, outcome.error = FAILED, f"write failed: {error}"
-                outcome.output = None
-            progress("write", n + 1, len(kept))
+        with _deferred_interrupt() as check_interrupt:
+            _write_all(images, kept, outcomes, delta, destination, settings, saved, done, pending,
+                       progress, check_interrupt)
     except BaseException:
         for temporary, _ in pending:
             temporary.unlink(missing_ok=True)
@@ -274,3 +286,40 @@ def protect_images(
     if saved is not None:
         saved.remove()
     return RunResult(outcomes, size, grouping.sizes(), craft)
+
+
+def _write_all(
+    images: list[files.ImageFile],
+    kept: list[int],
+    outcomes: list[Outcome],
+    delta: torch.Tensor,
+    destination: Path | None,
+    settings: Settings,
+    saved: state.RunState | None,
+    done: dict[str, str],
+    pending: list[tuple[Path, Path]],
+    progress: ProgressFn,
+    check_interrupt: Callable[[], None],
+) -> None:
+    """Write every crafted image; a Ctrl-C takes effect between two files."""
+    for n, i in enumerate(kept):
+        image, outcome = images[i], outcomes[i]
+        target = image.path if destination is None else destination / image.relative
+        outcome.output = target
+        relative = str(image.relative)
+        if relative in done and target.exists() and state.sha256(target) == done[relative]:
+            progress("write", n + 1, len(kept))  # complete before the interruption
+            continue
+        try:
+            temporary = _write_one(image, delta[n], target, settings, destination is None, outcome)
+            if temporary is not None:
+                pending.append((temporary, target))
+            elif saved is not None:
+                saved.record(relative, target)
+        except (
+            OSError, files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage, OutputCheckError
+        ) as error:
+            outcome.status, outcome.error = FAILED, f"write failed: {error}"
+            outcome.output = None
+        progress("write", n + 1, len(kept))
+        check_interrupt()

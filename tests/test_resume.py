@@ -25,7 +25,7 @@ def outputs(folder: Path) -> dict[str, bytes]:
     }
 
 
-def kill_during_writes(out: Path, after: int) -> None:
+def kill_during_writes(out: Path, after: int, sig: int = signal.SIGKILL) -> int:
     command = [sys.executable, "-m", "protect", "images", str(PHOTOS), "--out", str(out), "--seed", "3", "--epochs", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".protect" / "done.jsonl"
@@ -33,12 +33,13 @@ def kill_during_writes(out: Path, after: int) -> None:
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if journal.exists() and len(journal.read_text().splitlines()) >= after:
-                os.kill(process.pid, signal.SIGKILL)
+                os.kill(process.pid, sig)
                 break
             time.sleep(0.002)
     finally:
         process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert process.returncode != 0, "the run ended before it could be interrupted"
+    return process.returncode
 
 
 def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
@@ -74,3 +75,18 @@ def test_resume_rejects_changed_settings(tmp_path: Path) -> None:
 def test_resume_rejected_in_place(cifar_png: Path) -> None:
     result = runner.invoke(app, ["images", str(cifar_png), "--in-place", "--resume"])
     assert result.exit_code == 2
+
+
+def test_ctrl_c_finishes_current_write_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = kill_during_writes(out, after=3, sig=signal.SIGINT)
+    assert code == 130
+    assert not list(out.rglob("*.protect-tmp"))
+    journaled = (out / ".protect" / "done.jsonl").read_text().splitlines()
+    written = [p for p in out.rglob("*.jpg")]
+    assert len(written) == len(journaled)  # no output outside the journal
+
+    result = runner.invoke(app, ["images", str(PHOTOS), "--out", str(out), "--resume", "--epochs", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert len(list(out.rglob("*.jpg"))) == 24
