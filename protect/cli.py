@@ -122,6 +122,7 @@ def _write_report(path: Path, result, settings, seconds: float, ignored: list[Pa
             "label": o.label,
             "status": o.status,
             "error": o.error,
+            "reason": o.reason,
             "linf": o.linf,
             "energy_retained": None if o.energy_retained is None else round(o.energy_retained, 4),
         }
@@ -162,12 +163,17 @@ def _print_plan(found, destination: Optional[Path], grouping) -> None:
 
 def _summary(result, settings, seconds: float, ignored: int) -> Table:
     counts = {"protected": 0, "failed": 0, "skipped": 0}
+    reasons: dict[str, dict[str, int]] = {"failed": {}, "skipped": {}}
     for outcome in result.outcomes:
         counts[outcome.status] += 1
+        if outcome.reason:
+            by_reason = reasons[outcome.status]
+            by_reason[outcome.reason] = by_reason.get(outcome.reason, 0) + 1
     table = Table(title="protect images", show_header=False)
     table.add_row("protected", str(counts["protected"]))
-    table.add_row("failed", str(counts["failed"]))
-    table.add_row("skipped", str(counts["skipped"]))
+    for status in ("failed", "skipped"):
+        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons[status].items()))
+        table.add_row(status, f"{counts[status]} ({detail})" if detail else str(counts[status]))
     table.add_row("ignored", f"{ignored} (hidden or not images)")
     table.add_row("time", f"{seconds:.1f} s")
     table.add_row("device", str(settings.device))

@@ -55,9 +55,25 @@ _SUPPORTED_MODES = {"RGB", "RGBA", "L", "LA", "P"}
 class ImageReadError(Exception):
     """An image file could not be read; the message says why."""
 
+    reason = "unreadable"  # short category for summaries
+
+
+class EmptyFile(ImageReadError):
+    reason = "empty file"
+
+
+class FormatMismatch(ImageReadError):
+    reason = "extension does not match format"
+
 
 class UnsupportedImage(Exception):
     """An image was read but cannot be protected faithfully; the message says why."""
+
+    reason = "unsupported"
+
+
+class AlreadyProtected(UnsupportedImage):
+    reason = "already protected"
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,8 @@ class Picture:
 class ImageTooLarge(Exception):
     """An image declares more pixels than the limit; it may be a decompression bomb."""
 
+    reason = "too many pixels"
+
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode `path`, keeping the stored pixel orientation and the metadata.
@@ -190,12 +208,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             pixels = np.array(im)  # a writable copy
     except (OSError, ValueError, SyntaxError) as error:
         if os.path.getsize(path) == 0:
-            raise ImageReadError("the file is empty (0 bytes)") from error
+            raise EmptyFile("the file is empty (0 bytes)") from error
         raise ImageReadError(f"not a readable image: {error}") from error
 
     named = Image.registered_extensions().get(os.path.splitext(path.name)[1].lower())
     if named is not None and named != fmt and {named, fmt} != {"JPEG", "MPO"}:
-        raise ImageReadError(
+        raise FormatMismatch(
             f"the file holds {fmt} data but its name says {named}; rename it to match its format"
         )
     if fmt not in _SAVE_OPTIONS:

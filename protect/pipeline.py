@@ -52,6 +52,7 @@ class Outcome:
     label: str
     status: str = PROTECTED
     error: str | None = None
+    reason: str | None = None  # short category of the error, for summaries
     linf: int | None = None  # largest change of any channel after reload, in 8-bit levels
     energy_retained: float | None = None  # share of δ's energy left after lossy encoding
 
@@ -108,16 +109,16 @@ def _read_all(
         try:
             picture = files.read_image(image.path, settings.max_pixels)
             if picture.marked and not settings.force:
-                raise files.UnsupportedImage(
+                raise files.AlreadyProtected(
                     "already protected by this tool (its marker is in the metadata); "
                     "pass --force to perturb it again"
                 )
             tensors.append(resolution.to_working(picture.rgb, size))
             kept.append(i)
         except (files.ImageReadError, files.ImageTooLarge) as error:
-            outcome.status, outcome.error = FAILED, str(error)
+            outcome.status, outcome.error, outcome.reason = FAILED, str(error), error.reason
         except files.UnsupportedImage as error:
-            outcome.status, outcome.error = SKIPPED, str(error)
+            outcome.status, outcome.error, outcome.reason = SKIPPED, str(error), error.reason
         outcomes.append(outcome)
         progress("read", i + 1, len(images))
     return tensors, kept, outcomes
@@ -319,7 +320,7 @@ def _write_all(
         except (
             OSError, files.ImageReadError, files.ImageTooLarge, files.UnsupportedImage, OutputCheckError
         ) as error:
-            outcome.status, outcome.error = FAILED, f"write failed: {error}"
+            outcome.status, outcome.error, outcome.reason = FAILED, f"write failed: {error}", "write failed"
             outcome.output = None
         progress("write", n + 1, len(kept))
         check_interrupt()
