@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from protect import augment, models
 
 METHODS = ("mi-ue", "em")
+_INIT_CHUNK = 4096  # images per chunk of the random start
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def craft(
     seed: int = 0,
     progress: ProgressFn | None = None,
     on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
+    allocate: Callable[[tuple[int, ...]], torch.Tensor] | None = None,
 ) -> CraftResult:
     """Craft one δ per image.
 
@@ -248,6 +250,8 @@ def craft(
     least two distinct values; epsilon: the L∞ budget on the [0, 1] scale.
     progress(phase, done, total) is called after each crafting batch, and
     on_epoch(stats, delta) after each outer epoch with the current δ.
+    allocate(shape) returns the float32 tensor that holds δ, for example one
+    backed by a memory-mapped file; by default δ is an ordinary tensor.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
@@ -274,9 +278,13 @@ def craft(
             optimizer, T_max=schedule.max_epochs, eta_min=1e-6
         )
 
-    # Random start inside the budget, drawn from the seeded generator.
-    delta = (torch.rand(images.shape, generator=generator) * 2 - 1) * epsilon
-    delta = (images + delta).clamp(0, 1) - images
+    # Random start inside the budget, drawn from the seeded generator chunk by
+    # chunk, so that a file-backed δ is never materialised in memory at once.
+    delta = torch.empty(images.shape) if allocate is None else allocate(tuple(images.shape))
+    for start in range(0, images.shape[0], _INIT_CHUNK):
+        rows = slice(start, start + _INIT_CHUNK)
+        noise = (torch.rand(delta[rows].shape, generator=generator) * 2 - 1) * epsilon
+        delta[rows] = (images[rows] + noise).clamp(0, 1) - images[rows]
 
     batches = math.ceil(images.shape[0] / schedule.craft_batch)
     total = batches * schedule.max_epochs

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -100,10 +101,15 @@ def _working_size(images: list[files.ImageFile]) -> int:
 
 
 def _read_all(
-    images: list[files.ImageFile], size: int, settings: Settings, progress: ProgressFn
-) -> tuple[list[torch.Tensor], list[int], list[Outcome]]:
-    """Decode every image to working size; return tensors, their input positions, outcomes."""
-    tensors, kept, outcomes = [], [], []
+    images: list[files.ImageFile], size: int, settings: Settings, store: "_DiskTensors", progress: ProgressFn
+) -> tuple[torch.Tensor, list[int], list[Outcome]]:
+    """Decode every image to working size into a file-backed (K, 3, S, S) tensor.
+
+    Returns that tensor (one row per readable image, in order), the input
+    positions of those K images, and one outcome per input.
+    """
+    working = store.allocate((len(images), 3, size, size))
+    kept, outcomes = [], []
     for i, image in enumerate(images):
         outcome = Outcome(image.path, None, image.label)
         try:
@@ -113,7 +119,7 @@ def _read_all(
                     "already protected by this tool (its marker is in the metadata); "
                     "pass --force to perturb it again"
                 )
-            tensors.append(resolution.to_working(picture.rgb, size))
+            working[len(kept)] = resolution.to_working(picture.rgb, size)
             kept.append(i)
         except (files.ImageReadError, files.ImageTooLarge) as error:
             outcome.status, outcome.error, outcome.reason = FAILED, str(error), error.reason
@@ -121,7 +127,31 @@ def _read_all(
             outcome.status, outcome.error, outcome.reason = SKIPPED, str(error), error.reason
         outcomes.append(outcome)
         progress("read", i + 1, len(images))
-    return tensors, kept, outcomes
+    return working[: len(kept)], kept, outcomes
+
+
+class _DiskTensors:
+    """float32 tensors backed by memory-mapped files in a temporary folder.
+
+    Working copies and δ grow with the number of images (12 KiB per image at
+    32 pixels, 48 KiB at 64); on disk they leave memory use bounded by the
+    batch, because only the pages of the current batch are resident.
+    """
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="protect-")
+        self._count = 0
+
+    def allocate(self, shape: tuple[int, ...]) -> torch.Tensor:
+        self._count += 1
+        path = Path(self._folder.name) / f"tensor{self._count}.f32"
+        if 0 in shape:
+            return torch.empty(shape)
+        array = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+        return torch.from_numpy(array)
+
+    def close(self) -> None:
+        self._folder.cleanup()
 
 
 def _measure(source_rgb: np.ndarray, intended: np.ndarray, written: Path) -> tuple[int, float]:
@@ -247,7 +277,24 @@ def protect_images(
         saved.remove_temporaries()
 
     size = settings.size or _working_size(images)
-    tensors, kept, outcomes = _read_all(images, size, settings, progress)
+    store = _DiskTensors()
+    try:
+        return _craft_and_write(images, destination, settings, progress, resume, saved, size, store)
+    finally:
+        store.close()
+
+
+def _craft_and_write(
+    images: list[files.ImageFile],
+    destination: Path | None,
+    settings: Settings,
+    progress: ProgressFn,
+    resume: bool,
+    saved: state.RunState | None,
+    size: int,
+    store: _DiskTensors,
+) -> RunResult:
+    working, kept, outcomes = _read_all(images, size, settings, store, progress)
     if not kept:
         return RunResult(outcomes, size, {}, None)
 
@@ -257,7 +304,7 @@ def protect_images(
     craft = None
     if delta is None:
         craft = engine.craft(
-            torch.stack(tensors),
+            working,
             grouping.indices,
             epsilon=settings.epsilon / 255,
             schedule=settings.schedule,
@@ -265,11 +312,11 @@ def protect_images(
             device=settings.device,
             seed=settings.seed,
             progress=progress,
+            allocate=store.allocate,
         )
         delta = craft.delta
         if saved is not None:
             saved.save_delta(delta, relatives)
-    del tensors
     done = saved.finished() if resume and saved is not None else {}
 
     pending: list[tuple[Path, Path]] = []
