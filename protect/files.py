@@ -43,9 +43,12 @@ LOSSY_FORMATS = {"JPEG"}
 TEMPORARY_SUFFIX = ".protect-tmp"
 JPEG_QUALITY = _SAVE_OPTIONS["JPEG"]["quality"]
 
-# Written into PNG text chunks and JPEG comments so that a second run can tell
-# the tool's own output from an original. Other formats carry no marker.
+# Written into PNG text chunks, JPEG comments, WebP XMP and the TIFF image
+# description, so a second run can tell the tool's own output from an
+# original. BMP, PPM and TGA have no metadata to carry it.
 MARKER = "protect:mi-ue"
+_MARKER_XMP = f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><!-- {MARKER} --></x:xmpmeta>'.encode()
+_TIFF_DESCRIPTION = 270  # TIFF tag ImageDescription
 _GPS_IFD = 0x8825
 
 # Modes whose colour channels are 8-bit; anything else is skipped with a reason.
@@ -193,8 +196,13 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             exif = im.info.get("exif")
             icc = im.info.get("icc_profile")
             comment = im.info.get("comment", b"")
-            marked = im.info.get(MARKER) is not None or (
-                isinstance(comment, bytes) and comment.startswith(MARKER.encode())
+            xmp = im.info.get("xmp", b"")
+            description = im.tag_v2.get(_TIFF_DESCRIPTION, "") if hasattr(im, "tag_v2") else ""
+            marked = (
+                im.info.get(MARKER) is not None
+                or (isinstance(comment, bytes) and comment.startswith(MARKER.encode()))
+                or (isinstance(xmp, bytes) and MARKER.encode() in xmp)
+                or (isinstance(description, str) and description.startswith(MARKER))
             )
             frames = getattr(im, "n_frames", 1)
             if fmt == "MPO":
@@ -266,7 +274,7 @@ def encode(image: Image.Image, picture: Picture, handle, metadata: str = "keep")
     """Write `image` to the open binary `handle` in the picture's format.
 
     metadata: "keep" copies EXIF and ICC, "strip-gps" drops EXIF's location,
-    "strip" writes neither. PNG and JPEG outputs also carry MARKER.
+    "strip" writes neither. PNG, JPEG, WebP and TIFF outputs also carry MARKER.
     """
     options = dict(_SAVE_OPTIONS[picture.format])
     if picture.exif and metadata != "strip":
@@ -279,6 +287,10 @@ def encode(image: Image.Image, picture: Picture, handle, metadata: str = "keep")
         options["pnginfo"] = text
     elif picture.format == "JPEG":
         options["comment"] = MARKER.encode()
+    elif picture.format == "WEBP":
+        options["xmp"] = _MARKER_XMP
+    elif picture.format == "TIFF":
+        options["tiffinfo"] = {_TIFF_DESCRIPTION: MARKER}
     image.save(handle, format=picture.format, **options)
 
 

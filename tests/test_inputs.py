@@ -167,3 +167,22 @@ def test_image_smaller_than_working_size(cifar_png: Path, tmp_path: Path) -> Non
     written = np.array(Image.open(out / "airplane" / "icon.png")).astype(int)
     assert written.shape == (7, 9, 3)
     assert np.abs(written - np.array(Image.open(icon)).astype(int)).max() <= 8
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "TIFF"])
+def test_marker_in_webp_and_tiff(tmp_path: Path, fmt: str) -> None:
+    from tests.conftest import copy_cifar
+
+    source = tmp_path / "src"
+    copy_cifar(source, classes=2, per_class=3, fmt="PNG")
+    for path in list(source.rglob("*.png")):
+        Image.open(path).save(path.with_suffix("." + fmt.lower()), format=fmt)
+        path.unlink()
+    first = tmp_path / "first"
+    assert protect(source, "--out", first).exit_code == 0
+    report = tmp_path / "report.json"
+
+    result = protect(first, "--out", tmp_path / "second", "--report", report)
+
+    assert result.exit_code == 1
+    assert {e["reason"] for e in json.loads(report.read_text())["images"]} == {"already protected"}
