@@ -56,7 +56,7 @@ _SUPPORTED_MODES = {"RGB", "RGBA", "L", "LA", "P"}
 
 
 class ImageReadError(Exception):
-    """An image file could not be read; the message says why."""
+    """An image file could not be read; the message gives the reason."""
 
     reason = "unreadable"  # short category for summaries
 
@@ -70,7 +70,7 @@ class FormatMismatch(ImageReadError):
 
 
 class UnsupportedImage(Exception):
-    """An image was read but cannot be protected faithfully; the message says why."""
+    """An image was read but cannot be protected faithfully; the message gives the reason."""
 
     reason = "unsupported"
 
