@@ -259,6 +259,11 @@ def images(
         seed = None if saved is None else saved["seed"]
     if seed is None:
         seed = secrets.randbelow(2**31)
+    metadata = "keep"
+    if strip_metadata:
+        metadata = "strip"
+    elif strip_gps:
+        metadata = "strip-gps"
     chosen_schedule = engine.SCHEDULES[schedule.value]
     if epochs is not None:
         chosen_schedule = dataclasses.replace(chosen_schedule, max_epochs=epochs)
@@ -269,7 +274,7 @@ def images(
         method=method.value,
         device=chosen,
         seed=seed,
-        metadata="strip" if strip_metadata else "strip-gps" if strip_gps else "keep",
+        metadata=metadata,
         force=force,
         max_pixels=max_pixels,
     )
@@ -417,7 +422,8 @@ def verify(
     }
 
     probe_result, probe_note = None, None
-    found = [i for i in files.discover(originals).images if i.relative in set(pairing.common)]
+    paired = set(pairing.common)
+    found = [i for i in files.discover(originals).images if i.relative in paired]
     grouping = None
     try:
         grouping = labels.folder_labels(found)

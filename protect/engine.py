@@ -95,7 +95,7 @@ SCHEDULES = {s.name: s for s in (FAST, REFERENCE)}
 
 @dataclass
 class EpochStats:
-    """What one outer epoch measured."""
+    """Measurements of one outer epoch."""
 
     epoch: int
     train_accuracy: float  # surrogate accuracy on protected images while training

@@ -111,8 +111,8 @@ def discover(source: Path, exclude: Path | None = None) -> Discovery:
 
     Hidden files and folders (names starting with ".") and files with
     non-image extensions are recorded in `ignored`. Symbolic links are
-    followed only when their target lies inside `source`; others are ignored,
-    so a link cannot pull in (or, in place, overwrite) files from elsewhere.
+    followed only when their target lies inside `source`. Other links are
+    ignored, so a link cannot pull in, or in place overwrite, files elsewhere.
     `exclude` is a folder to skip entirely, such as an output folder that
     lies inside `source`.
     """
@@ -222,7 +222,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     named = Image.registered_extensions().get(os.path.splitext(path.name)[1].lower())
     if named is not None and named != fmt and {named, fmt} != {"JPEG", "MPO"}:
         raise FormatMismatch(
-            f"the file holds {fmt} data but its name says {named}; rename it to match its format"
+            f"the file contains {fmt} data but its extension names {named}; rename it to match its format"
         )
     if fmt not in _SAVE_OPTIONS:
         raise UnsupportedImage(

@@ -31,7 +31,7 @@ PROTECTED, FAILED, SKIPPED = "protected", "failed", "skipped"
 
 @dataclass
 class Settings:
-    """What a run does, as chosen on the command line."""
+    """Run settings, as chosen on the command line."""
 
     epsilon: int  # L∞ budget in 8-bit levels
     size: int | None  # working size in pixels; None picks one from the images
@@ -46,7 +46,7 @@ class Settings:
 
 @dataclass
 class Outcome:
-    """What happened to one input file."""
+    """Result for one input file."""
 
     source: Path
     output: Path | None
@@ -133,8 +133,8 @@ def _read_all(
 class _DiskTensors:
     """float32 tensors backed by memory-mapped files in a temporary folder.
 
-    Working copies and δ grow with the number of images (12 KiB per image at
-    32 pixels, 48 KiB at 64); on disk they leave memory use bounded by the
+    Working copies and δ grow with the number of images: 12 KiB per image at
+    32 pixels, 48 KiB at 64. On disk they leave memory use bounded by the
     batch, because only the pages of the current batch are resident.
     """
 

@@ -63,7 +63,7 @@ def apply_delta(rgb: np.ndarray, delta: torch.Tensor, gray: bool) -> np.ndarray:
     is added to all three equal channels, so the result stays gray and within
     the budget.
     """
-    # float32 holds every level in [0, 255] with about 1e-5 to spare, enough to
+    # float32 represents every level in [0, 255] with about 1e-5 to spare, enough to
     # round exactly, at half the memory of float64 on a 24-megapixel photo.
     d = delta.permute(1, 2, 0).numpy().astype(np.float32) * 255  # (H, W, 3), in levels
     if gray:

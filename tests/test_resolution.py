@@ -26,7 +26,8 @@ def test_to_working_shape_and_range() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (533, 400, 3), dtype=np.uint8)
     x = resolution.to_working(rgb, 64)
     assert x.shape == (3, 64, 64)
-    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    assert float(x.min()) >= 0
+    assert float(x.max()) <= 1
 
 
 def test_upscaled_delta_stays_within_budget() -> None:
