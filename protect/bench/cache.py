@@ -34,6 +34,15 @@ def code_hash(modules: tuple[ModuleType, ...]) -> str:
     return digest.hexdigest()
 
 
+def versions() -> dict[str, str]:
+    """Return the code hashes of each stage: writing, crafting (with writing) and victims."""
+    return {
+        "write": code_hash(WRITE_MODULES),
+        "craft": code_hash(WRITE_MODULES + CRAFT_MODULES),
+        "victim": code_hash(VICTIM_MODULES),
+    }
+
+
 def key(record: dict) -> str:
     """Return the SHA-256 of `record` as canonical JSON."""
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()

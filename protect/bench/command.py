@@ -62,6 +62,7 @@ def bench(
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: clean, random, em, mi-ue.")] = "clean,random,em,mi-ue",
     reference: Annotated[bool, typer.Option("--reference", help="Also run MI-UE with the reference schedule (ResNet-18, 100 epochs: hours on a CPU).")] = False,
     reference_epochs: Annotated[Optional[int], typer.Option("--reference-epochs", min=1, help="Shorten the reference schedule to this many outer epochs.")] = None,
+    craft_epochs: Annotated[Optional[int], typer.Option("--craft-epochs", min=1, help="Outer crafting epochs of em and mi-ue. Default: the fast schedule's 20.")] = None,
     victims: Annotated[str, typer.Option("--victims", help="Comma-separated victim architectures: vgg-cnn, resnet20, resnet18, small-cnn.")] = "vgg-cnn",
     defences: Annotated[Optional[str], typer.Option("--defences", help="Comma-separated trainer defences: none, grayscale, jpeg75, jpeg10, blur, cutout, mixup, adversarial. Default: all but adversarial.")] = None,
     adversarial: Annotated[bool, typer.Option("--adversarial", help="Also run PGD adversarial training at 4/255 (about 6x the cost of a victim).")] = False,
@@ -99,7 +100,7 @@ def bench(
         train=train, test=test, results=results, methods=chosen_methods, victims=chosen_victims,
         defences=chosen_defences, sizes=_sizes(victim_size), epochs=epochs, per_class=per_class,
         test_per_class=test_per_class, epsilon=epsilon, seed=seed, device=chosen_device,
-        reference_epochs=reference_epochs,
+        reference_epochs=reference_epochs, craft_epochs=craft_epochs,
     )
     command = "protect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = "# Benchmark results\n\n" + _header(command, str(chosen_device))

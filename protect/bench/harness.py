@@ -51,6 +51,7 @@ class Plan:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reference_epochs: int | None = None  # shortens the reference schedule; None keeps its 100
+    craft_epochs: int | None = None  # overrides the default schedule's outer epochs for em and mi-ue
 
 
 @dataclass
@@ -97,7 +98,9 @@ class Results:
 
 def _schedule(method: str, plan: Plan) -> engine.Schedule | None:
     if method in ("em", "mi-ue"):
-        return engine.FAST
+        if plan.craft_epochs is None:
+            return engine.FAST
+        return dataclasses.replace(engine.FAST, max_epochs=plan.craft_epochs)
     if method == "mi-ue-reference":
         if plan.reference_epochs is None:
             return engine.REFERENCE
@@ -122,19 +125,18 @@ def _image_metrics(originals: Path, protected: Path, images: list[files.ImageFil
 
 
 def protect_set(plan: Plan, method: str, images: list[files.ImageFile], fingerprint: str,
-                store: cache.Store, log: LogFn) -> SetResult:
+                store: cache.Store, versions: dict[str, str], log: LogFn) -> SetResult:
     """Write `method`'s protected copy of the training images, or reuse the stored one."""
     if method == "clean":
         return SetResult(method, fingerprint, str(plan.train), len(images))
     schedule = _schedule(method, plan)
-    modules = cache.WRITE_MODULES + (cache.CRAFT_MODULES if schedule is not None else ())
     record = {
         "method": method,
         "schedule": None if schedule is None else dataclasses.asdict(schedule),
         "epsilon": plan.epsilon,
         "seed": plan.seed,
         "data": fingerprint,
-        "code": cache.code_hash(modules),
+        "code": versions["craft" if schedule is not None else "write"],
     }
     name = f"{method}-{cache.key(record)[:16]}"
     folder = plan.results / "sets" / name
@@ -171,7 +173,7 @@ def protect_set(plan: Plan, method: str, images: list[files.ImageFile], fingerpr
 
 def train_one(plan: Plan, set_result: SetResult, victim: str, defence: str, size: int,
               train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-              test_fingerprint: str, store: cache.Store) -> VictimResult:
+              test_fingerprint: str, store: cache.Store, versions: dict[str, str]) -> VictimResult:
     """Train one victim, or return its stored result when nothing it depends on changed."""
     record = {
         "set": set_result.key,
@@ -181,7 +183,7 @@ def train_one(plan: Plan, set_result: SetResult, victim: str, defence: str, size
         "epochs": plan.epochs,
         "seed": plan.seed,
         "test": test_fingerprint,
-        "code": cache.code_hash(cache.VICTIM_MODULES),
+        "code": versions["victim"],
     }
     name = cache.key(record)
     stored = store.get("victims", name)
@@ -207,13 +209,16 @@ def run(plan: Plan, log: LogFn, on_result: Callable[[Results], None] | None = No
     train_images = data.select(plan.train, classes, plan.per_class)
     test_images = data.select(plan.test, classes, plan.test_per_class)
     store = cache.Store(plan.results / "cache")
+    # Hashed once, at the start, so that editing a file during a long run cannot
+    # file a result under a version of the code that did not compute it.
+    versions = cache.versions()
     train_fingerprint = data.fingerprint(train_images)
     test_fingerprint = data.fingerprint(test_images)
     record = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in dataclasses.asdict(plan).items()}
     results = Results(record, classes, 1 / len(classes))
 
     for method in plan.methods:
-        results.sets.append(protect_set(plan, method, train_images, train_fingerprint, store, log))
+        results.sets.append(protect_set(plan, method, train_images, train_fingerprint, store, versions, log))
     sizes = plan.sizes or [pipeline.working_size(train_images)]
 
     total = len(plan.methods) * len(plan.victims) * len(plan.defences) * len(sizes)
@@ -225,7 +230,7 @@ def run(plan: Plan, log: LogFn, on_result: Callable[[Results], None] | None = No
             for victim in plan.victims:
                 for defence in plan.defences:
                     result = train_one(plan, set_result, victim, defence, size, train, test,
-                                       test_fingerprint, store)
+                                       test_fingerprint, store, versions)
                     done += 1
                     how = "stored" if result.cached else f"{result.seconds:.0f} s"
                     log(f"[{done}/{total}] {result.method}, {victim} at {size} px, {defence}: "
