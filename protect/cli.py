@@ -52,6 +52,12 @@ class MethodName(str, Enum):
     em = "em"
 
 
+class RobustnessName(str, Enum):
+    off = "off"
+    standard = "standard"
+    strong = "strong"
+
+
 class DeviceName(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -208,6 +214,12 @@ def images(
     method: Annotated[
         MethodName, typer.Option("--method", help="mi-ue: feature-collapse objective. em: error-minimizing (cross-entropy).")
     ] = MethodName.mi_ue,
+    robustness: Annotated[
+        RobustnessName,
+        typer.Option("--robustness", help="How hard δ is made to survive JPEG re-encoding, grayscale, blur and resizing. "
+                     "off: fastest, weakest after a re-encode. standard: about ROBUST_STANDARD_COST the crafting time of off. "
+                     "strong: about ROBUST_STRONG_COST, for heavy compression."),
+    ] = RobustnessName.standard,
     device: Annotated[DeviceName, typer.Option("--device", help="auto tries cuda, then mps, then cpu.")] = DeviceName.auto,
     seed: Annotated[
         Optional[int], typer.Option("--seed", min=0, help="Seed for a reproducible run; drawn and printed when absent.")
@@ -265,7 +277,7 @@ def images(
         metadata = "strip"
     elif strip_gps:
         metadata = "strip-gps"
-    chosen_schedule = engine.SCHEDULES[schedule.value]
+    chosen_schedule = engine.with_robustness(engine.SCHEDULES[schedule.value], robustness.value)
     if epochs is not None:
         chosen_schedule = dataclasses.replace(chosen_schedule, max_epochs=epochs)
     settings = pipeline.Settings(
@@ -281,7 +293,8 @@ def images(
     )
     stderr.print(
         f"protect: {len(found.images)} images, device {chosen}, seed {seed}, "
-        f"epsilon {epsilon}/255, schedule {schedule.value} ({chosen_schedule.max_epochs} epochs), method {method.value}",
+        f"epsilon {epsilon}/255, schedule {schedule.value} ({chosen_schedule.max_epochs} epochs), method {method.value}, "
+        f"robustness {robustness.value}",
         highlight=False,
     )
 

@@ -39,7 +39,7 @@ class Defence:
     name: str
     kind: str  # "none", "preprocess", "batch" or "adversarial"
     description: str
-    costly: bool = False  # run only when asked for by name or flag
+    group: str = "default"  # "default": run unless others are named; "sweep": robustness sweep; "costly"
 
 
 DEFENCES = {
@@ -52,10 +52,18 @@ DEFENCES = {
         Defence("blur", "preprocess", "Gaussian blur, sigma 1 px at 32 px, scaled with size"),
         Defence("cutout", "batch", "one zeroed square, half the image side, per training image"),
         Defence("mixup", "batch", "mixup of image pairs and their labels, Beta(1, 1)"),
-        Defence("adversarial", "adversarial", "PGD adversarial training, 4/255, 5 steps of 1/255", costly=True),
+        Defence("adversarial", "adversarial", "PGD adversarial training, 4/255, 5 steps of 1/255", group="costly"),
+        Defence("jpeg90", "preprocess", "JPEG at quality 90 (Pillow, 4:2:0)", group="sweep"),
+        Defence("jpeg50", "preprocess", "JPEG at quality 50 (Pillow, 4:2:0)", group="sweep"),
+        Defence("jpeg30", "preprocess", "JPEG at quality 30 (Pillow, 4:2:0)", group="sweep"),
+        Defence("jpeg75-gray", "preprocess", "grayscale, then JPEG at quality 75", group="sweep"),
+        Defence("blur2", "preprocess", "Gaussian blur, sigma 2 px at 32 px, scaled with size", group="sweep"),
+        Defence("down-half", "preprocess", "resized to half the side and back (Pillow bicubic)", group="sweep"),
+        Defence("down-chain", "preprocess", "resized to 3/4, then 1/2 of the side, then back (Pillow bicubic)", group="sweep"),
     )
 }
-CHEAP = [name for name, d in DEFENCES.items() if not d.costly]
+CHEAP = [name for name, d in DEFENCES.items() if d.group == "default"]
+SWEEP = ["none"] + [name for name, d in DEFENCES.items() if d.group == "sweep"] + ["jpeg75", "jpeg10", "grayscale", "blur"]
 
 
 def get(name: str) -> Defence:
@@ -78,6 +86,18 @@ def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
         buffer.seek(0)
         with Image.open(buffer) as decoded:
             out.append(np.asarray(decoded.convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255)
+
+
+def resize_chain(images: torch.Tensor, shares: tuple[float, ...]) -> torch.Tensor:
+    """Resize each image through sides of `shares` times its own with Pillow's bicubic filter, then back."""
+    out = []
+    for array in _to_uint8(images):
+        picture = Image.fromarray(array)
+        side = picture.size
+        for share in shares:
+            picture = picture.resize((max(1, round(side[0] * share)), max(1, round(side[1] * share))), Image.BICUBIC)
+        out.append(np.asarray(picture.resize(side, Image.BICUBIC)))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255)
 
 
@@ -104,10 +124,17 @@ def preprocess(name: str, images: torch.Tensor) -> torch.Tensor:
     """Apply a preprocessing defence to (N, 3, H, W) images in [0, 1]; others return them as they are."""
     if name == "grayscale":
         return grayscale(images)
-    if name in ("jpeg75", "jpeg10"):
+    if name == "jpeg75-gray":
+        return jpeg(grayscale(images), 75)
+    if name.startswith("jpeg"):
         return jpeg(images, int(name[4:]))
-    if name == "blur":
-        return gaussian_blur(images, BLUR_SIGMA * images.shape[-1] / 32)
+    if name in ("blur", "blur2"):
+        strength = 2 if name == "blur2" else 1
+        return gaussian_blur(images, strength * BLUR_SIGMA * images.shape[-1] / 32)
+    if name == "down-half":
+        return resize_chain(images, (0.5,))
+    if name == "down-chain":
+        return resize_chain(images, (0.75, 0.5))
     return images
 
 

@@ -24,6 +24,7 @@ about 1,150 images/s, so one outer epoch (one training epoch, 5 steps) on
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from protect import augment, models, noise
+from protect import augment, models, noise, robustness
 
 METHODS = ("mi-ue", "em")
 
@@ -53,6 +54,11 @@ class Schedule:
     augmentation: str = "flip"
     train_batch: int = 128
     craft_batch: int = 512
+    # Expectation over transformation: when set, each δ step sees every image
+    # through one random draw of this pool (JPEG, grayscale, blur, resizing).
+    transforms: robustness.Pool | None = None
+    draws: int = 1  # draws averaged per step; cost grows with it
+    transform_training: bool = False  # the surrogate also trains on transformed images
 
 
 # The authors' CIFAR-10 recipe: ResNet-18 (CIFAR stem), 100 outer epochs of one
@@ -90,6 +96,28 @@ FAST = Schedule(
 )
 
 SCHEDULES = {s.name: s for s in (FAST, REFERENCE)}
+
+# Robustness presets: how δ is made to survive what platforms and trainers do.
+# "off" crafts against the augmented images only. "standard" passes each image
+# of each δ step through one random draw of the transformation pool. "strong"
+# widens the pool (JPEG down to quality 10, harder blur and resizing) and
+# averages two draws per step.
+ROBUSTNESS = {
+    "off": {"transforms": None, "draws": 1},
+    "standard": {"transforms": robustness.Pool(), "draws": 1},
+    "strong": {
+        "transforms": robustness.Pool(jpeg_min=10, blur_max=1.5, down_min=0.35, crop_area_min=0.35),
+        "draws": 2,
+    },
+}
+DEFAULT_ROBUSTNESS = "standard"
+
+
+def with_robustness(schedule: Schedule, preset: str) -> Schedule:
+    """Return `schedule` with the transformation settings of robustness `preset`."""
+    if preset not in ROBUSTNESS:
+        raise ValueError(f"unknown robustness preset {preset!r}: use one of {', '.join(ROBUSTNESS)}")
+    return dataclasses.replace(schedule, **ROBUSTNESS[preset])
 
 
 @dataclass
@@ -159,6 +187,18 @@ def _objective(model: models.Classifier, x: torch.Tensor, y: torch.Tensor, metho
     return F.cross_entropy(model(x), y)
 
 
+def _sweep_loss(model: models.Classifier, x: torch.Tensor, y: torch.Tensor, method: str,
+                schedule: Schedule, generator: torch.Generator) -> torch.Tensor:
+    """Return the objective on protected images x, averaged over the schedule's transformation draws."""
+    if schedule.transforms is None:
+        return _objective(model, _augment(x, schedule, generator), y, method)
+    total = 0.0
+    for _ in range(schedule.draws):
+        seen = robustness.random_transform(x, schedule.transforms, generator)
+        total = total + _objective(model, _augment(seen, schedule, generator), y, method)
+    return total / schedule.draws
+
+
 def _train_epoch(
     model: models.Classifier,
     optimizer: torch.optim.Optimizer,
@@ -178,6 +218,8 @@ def _train_epoch(
             continue
         x = (images[idx] + delta[idx]).clamp(0, 1).to(device)
         y = labels[idx].to(device)
+        if schedule.transform_training and schedule.transforms is not None:
+            x = robustness.random_transform(x, schedule.transforms, generator)
         logits = model(_augment(x, schedule, generator))
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -214,7 +256,7 @@ def _perturb_sweep(
         d = delta[idx].to(device)
         for step in range(steps + 1):
             d.requires_grad_(True)
-            loss = _objective(model, _augment((x + d).clamp(0, 1), schedule, generator), y, method)
+            loss = _sweep_loss(model, (x + d).clamp(0, 1), y, method, schedule, generator)
             if step == 0:
                 first_total += loss.item() * idx.numel()
             if step == steps:

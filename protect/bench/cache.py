@@ -17,11 +17,11 @@ from types import ModuleType
 
 # Modules behind each stage. Writing is shared by all protected sets; crafting
 # adds the engine; victims depend on the trainer.
-from protect import augment, engine, files, labels, models, noise, pipeline, resolution, training, defences
+from protect import augment, defences, engine, files, labels, models, noise, pipeline, resolution, robustness, training
 from protect.bench import data
 
 WRITE_MODULES = (pipeline, files, labels, noise, resolution)
-CRAFT_MODULES = (engine, models, augment)
+CRAFT_MODULES = (engine, models, augment, robustness)
 VICTIM_MODULES = (training, defences, models, augment, resolution, data, files)
 
 

@@ -63,8 +63,9 @@ def bench(
     reference: Annotated[bool, typer.Option("--reference", help="Also run MI-UE with the reference schedule (ResNet-18, 100 epochs: hours on a CPU).")] = False,
     reference_epochs: Annotated[Optional[int], typer.Option("--reference-epochs", min=1, help="Shorten the reference schedule to this many outer epochs.")] = None,
     craft_epochs: Annotated[Optional[int], typer.Option("--craft-epochs", min=1, help="Outer crafting epochs of em and mi-ue. Default: the fast schedule's 20.")] = None,
+    robustness: Annotated[str, typer.Option("--robustness", help="Robustness preset of em and mi-ue: off, standard or strong.")] = "off",
     victims: Annotated[str, typer.Option("--victims", help="Comma-separated victim architectures: vgg-cnn, resnet20, resnet18, small-cnn.")] = "vgg-cnn",
-    defences: Annotated[Optional[str], typer.Option("--defences", help="Comma-separated trainer defences: none, grayscale, jpeg75, jpeg10, blur, cutout, mixup, adversarial. Default: all but adversarial.")] = None,
+    defences: Annotated[Optional[str], typer.Option("--defences", help="Comma-separated trainer defences: none, grayscale, jpeg75, jpeg10, blur, cutout, mixup, adversarial; jpeg90, jpeg50, jpeg30, jpeg75-gray, blur2, down-half, down-chain. 'sweep' runs the JPEG, blur and resize sweep. Default: none and the six cheap defences.")] = None,
     adversarial: Annotated[bool, typer.Option("--adversarial", help="Also run PGD adversarial training at 4/255 (about 6x the cost of a victim).")] = False,
     victim_size: Annotated[Optional[str], typer.Option("--victim-size", help="Comma-separated pixel sizes victims train and test at. Default: the working size.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=500, help="Training epochs of each victim.")] = 10,
@@ -82,7 +83,12 @@ def bench(
     if reference:
         chosen_methods.append("mi-ue-reference")
     chosen_victims = _split(victims, "--victims", list(models.ARCHITECTURES))
-    chosen_defences = defence_list.CHEAP if defences is None else _split(defences, "--defences", list(defence_list.DEFENCES))
+    if defences == "sweep":
+        chosen_defences = list(defence_list.SWEEP)
+    elif defences is None:
+        chosen_defences = list(defence_list.CHEAP)
+    else:
+        chosen_defences = _split(defences, "--defences", list(defence_list.DEFENCES))
     if adversarial and "adversarial" not in chosen_defences:
         chosen_defences = [*chosen_defences, "adversarial"]
     try:
@@ -101,6 +107,7 @@ def bench(
         defences=chosen_defences, sizes=_sizes(victim_size), epochs=epochs, per_class=per_class,
         test_per_class=test_per_class, epsilon=epsilon, seed=seed, device=chosen_device,
         reference_epochs=reference_epochs, craft_epochs=craft_epochs,
+        robustness=_split(robustness, "--robustness", ("off", "standard", "strong"))[0],
     )
     command = "protect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = "# Benchmark results\n\n" + _header(command, str(chosen_device))

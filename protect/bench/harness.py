@@ -52,6 +52,7 @@ class Plan:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reference_epochs: int | None = None  # shortens the reference schedule; None keeps its 100
     craft_epochs: int | None = None  # overrides the default schedule's outer epochs for em and mi-ue
+    robustness: str = "off"  # engine.ROBUSTNESS preset of em and mi-ue
 
 
 @dataclass
@@ -98,9 +99,10 @@ class Results:
 
 def _schedule(method: str, plan: Plan) -> engine.Schedule | None:
     if method in ("em", "mi-ue"):
+        schedule = engine.with_robustness(engine.FAST, plan.robustness)
         if plan.craft_epochs is None:
-            return engine.FAST
-        return dataclasses.replace(engine.FAST, max_epochs=plan.craft_epochs)
+            return schedule
+        return dataclasses.replace(schedule, max_epochs=plan.craft_epochs)
     if method == "mi-ue-reference":
         if plan.reference_epochs is None:
             return engine.REFERENCE
