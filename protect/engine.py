@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from protect import augment, models, noise, robustness
 
 METHODS = ("mi-ue", "em")
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # BT.601, as grayscale conversion weighs channels
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Schedule:
     transforms: robustness.Pool | None = None
     draws: int = 1  # draws averaged per step; cost grows with it
     transform_training: bool = False  # the surrogate also trains on transformed images
+    # Achromatic δ: one signed step for all three channels, taken along the
+    # luma-weighted gradient, so δ survives grayscale conversion and JPEG's
+    # chroma subsampling untouched.
+    achromatic: bool = False
 
 
 # The authors' CIFAR-10 recipe: ResNet-18 (CIFAR stem), 100 outer epochs of one
@@ -110,6 +115,10 @@ ROBUSTNESS = {
         "draws": 2,
     },
 }
+# Variants under measurement; the winner becomes "standard".
+ROBUSTNESS["eot-achromatic"] = {"transforms": robustness.Pool(), "draws": 1, "achromatic": True}
+ROBUSTNESS["achromatic"] = {"transforms": None, "draws": 1, "achromatic": True}
+ROBUSTNESS["eot-train"] = {"transforms": robustness.Pool(), "draws": 1, "transform_training": True}
 DEFAULT_ROBUSTNESS = "standard"
 
 
@@ -264,6 +273,8 @@ def _perturb_sweep(
                 break
             (grad,) = torch.autograd.grad(loss, d)
             with torch.no_grad():
+                if schedule.achromatic:
+                    grad = (grad * _LUMA.to(grad.device)).sum(1, keepdim=True).expand_as(grad)
                 d = (d - step_size * grad.sign()).clamp(-epsilon, epsilon)
                 d = (x + d).clamp(0, 1) - x  # keep x + δ a valid image
         delta[idx] = d.detach().to(delta.device)

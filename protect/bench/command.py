@@ -76,7 +76,7 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Protect a training set with each method, train fresh victims under each defence, test on clean images."""
-    from protect import defences as defence_list, devices, models
+    from protect import defences as defence_list, devices, engine, models
     from protect.bench import data, harness, report
 
     chosen_methods = _split(methods, "--methods", harness.DEFAULT_METHODS)
@@ -107,7 +107,7 @@ def bench(
         defences=chosen_defences, sizes=_sizes(victim_size), epochs=epochs, per_class=per_class,
         test_per_class=test_per_class, epsilon=epsilon, seed=seed, device=chosen_device,
         reference_epochs=reference_epochs, craft_epochs=craft_epochs,
-        robustness=_split(robustness, "--robustness", ("off", "standard", "strong"))[0],
+        robustness=_split(robustness, "--robustness", list(engine.ROBUSTNESS))[0],
     )
     command = "protect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = "# Benchmark results\n\n" + _header(command, str(chosen_device))
