@@ -333,6 +333,12 @@ def craft(
     # Random start inside the budget.
     delta = torch.empty(images.shape) if allocate is None else allocate(tuple(images.shape))
     noise.fill_uniform(delta, images, epsilon, generator)
+    if schedule.achromatic:
+        # Start gray too: the red channel's draw for all three channels.
+        for start in range(0, images.shape[0], noise.CHUNK):
+            rows = slice(start, start + noise.CHUNK)
+            gray = delta[rows][:, :1].expand(-1, 3, -1, -1)
+            delta[rows] = (images[rows] + gray).clamp(0, 1) - images[rows]
 
     batches = math.ceil(images.shape[0] / schedule.craft_batch)
     total = batches * schedule.max_epochs
