@@ -30,6 +30,28 @@ def _split(value: str, option: str, choices: tuple[str, ...] | list[str]) -> lis
     return list(dict.fromkeys(names))
 
 
+def _methods(value: str, presets: list[str]) -> list[str]:
+    """Parse --methods: names from clean, random, em and mi-ue; em and mi-ue may add ":PRESET"."""
+    labels = [v.strip() for v in value.split(",") if v.strip()]
+    for label in labels:
+        method, _, preset = label.partition(":")
+        valid = method in ("clean", "random", "em", "mi-ue") and (
+            not preset or (method in ("em", "mi-ue") and preset in presets)
+        )
+        if not valid:
+            stderr.print(
+                f"error: --methods {value!r}: {label!r} is not a method. Use a comma-separated list of clean, "
+                f"random, em and mi-ue, where em and mi-ue may name a robustness preset ({', '.join(presets)}), "
+                "as in mi-ue:off",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_USAGE)
+    if not labels:
+        stderr.print("error: --methods is empty: name at least one of clean, random, em, mi-ue", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    return list(dict.fromkeys(labels))
+
+
 def _sizes(value: Optional[str]) -> list[int] | None:
     if value is None:
         return None
@@ -59,11 +81,11 @@ def bench(
     train: Annotated[Path, typer.Argument(help="Labelled training folder, one subfolder per class.", metavar="TRAIN", show_default=False)],
     test: Annotated[Path, typer.Argument(help="Clean test folder with the same class subfolders.", metavar="TEST", show_default=False)],
     results: Annotated[Path, typer.Option("--results", "-r", help="Folder for protected sets, cached results, the table and the chart.")] = Path("bench-results"),
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: clean, random, em, mi-ue.")] = "clean,random,em,mi-ue",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: clean, random, em, mi-ue. em and mi-ue take --robustness, or a preset of their own as in mi-ue:off.")] = "clean,random,em,mi-ue",
     reference: Annotated[bool, typer.Option("--reference", help="Also run MI-UE with the reference schedule (ResNet-18, 100 epochs: hours on a CPU).")] = False,
     reference_epochs: Annotated[Optional[int], typer.Option("--reference-epochs", min=1, help="Shorten the reference schedule to this many outer epochs.")] = None,
     craft_epochs: Annotated[Optional[int], typer.Option("--craft-epochs", min=1, help="Outer crafting epochs of em and mi-ue. Default: the fast schedule's 20.")] = None,
-    robustness: Annotated[str, typer.Option("--robustness", help="Robustness preset of em and mi-ue: off, standard or strong.")] = "off",
+    robustness: Annotated[str, typer.Option("--robustness", help="Robustness preset of em and mi-ue: off, standard or strong. Default: protect images' default.")] = "standard",
     victims: Annotated[str, typer.Option("--victims", help="Comma-separated victim architectures: vgg-cnn, resnet20, resnet18, small-cnn.")] = "vgg-cnn",
     defences: Annotated[Optional[str], typer.Option("--defences", help="Comma-separated trainer defences: none, grayscale, jpeg75, jpeg10, blur, cutout, mixup, adversarial; jpeg90, jpeg50, jpeg30, jpeg75-gray, blur2, down-half, down-chain. 'sweep' runs the JPEG, blur and resize sweep. Default: none and the six cheap defences.")] = None,
     adversarial: Annotated[bool, typer.Option("--adversarial", help="Also run PGD adversarial training at 4/255 (about 6x the cost of a victim).")] = False,
@@ -79,7 +101,7 @@ def bench(
     from protect import defences as defence_list, devices, engine, models
     from protect.bench import data, harness, report
 
-    chosen_methods = _split(methods, "--methods", harness.DEFAULT_METHODS)
+    chosen_methods = _methods(methods, list(engine.ROBUSTNESS))
     if reference:
         chosen_methods.append("mi-ue-reference")
     chosen_victims = _split(victims, "--victims", list(models.ARCHITECTURES))

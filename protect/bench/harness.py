@@ -52,7 +52,7 @@ class Plan:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reference_epochs: int | None = None  # shortens the reference schedule; None keeps its 100
     craft_epochs: int | None = None  # overrides the default schedule's outer epochs for em and mi-ue
-    robustness: str = "off"  # engine.ROBUSTNESS preset of em and mi-ue
+    robustness: str = engine.DEFAULT_ROBUSTNESS  # preset of em and mi-ue unless a method names its own
 
 
 @dataclass
@@ -97,9 +97,16 @@ class Results:
     victims: list[VictimResult] = field(default_factory=list)
 
 
-def _schedule(method: str, plan: Plan) -> engine.Schedule | None:
+def split_method(label: str) -> tuple[str, str | None]:
+    """Split a method label such as "mi-ue:off" into the method and its robustness preset."""
+    method, _, preset = label.partition(":")
+    return method, preset or None
+
+
+def _schedule(label: str, plan: Plan) -> engine.Schedule | None:
+    method, preset = split_method(label)
     if method in ("em", "mi-ue"):
-        schedule = engine.with_robustness(engine.FAST, plan.robustness)
+        schedule = engine.with_robustness(engine.FAST, preset or plan.robustness)
         if plan.craft_epochs is None:
             return schedule
         return dataclasses.replace(schedule, max_epochs=plan.craft_epochs)
@@ -110,8 +117,8 @@ def _schedule(method: str, plan: Plan) -> engine.Schedule | None:
     return None
 
 
-def _engine_method(method: str) -> str:
-    return {"random": pipeline.RANDOM, "em": "em"}.get(method, "mi-ue")
+def _engine_method(label: str) -> str:
+    return {"random": pipeline.RANDOM, "em": "em"}.get(split_method(label)[0], "mi-ue")
 
 
 def _image_metrics(originals: Path, protected: Path, images: list[files.ImageFile]) -> tuple[float, float, int]:
