@@ -84,7 +84,7 @@ def _listed(keys: list[str]) -> str:
     return shown if len(keys) <= _LISTED else f"{shown} and {len(keys) - _LISTED} more"
 
 
-def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: Path) -> None:
+def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
     """Raise WeightsError unless `found` has exactly the keys and shapes of `expected`."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -129,7 +129,7 @@ def load_encoder(path: Path | None = None, device: torch.device | None = None) -
     metadata = read_metadata(path)
     model = models.build(metadata["architecture"], int(metadata["classes"]))
     state = load_file(str(path))
-    check_state(model.state_dict(), state, path)
+    check_state(model.state_dict(), state, str(path))
     model.load_state_dict(state, strict=True)
     model.eval()
     return Encoder(model.to(device or torch.device("cpu")), path, metadata)
