@@ -9,10 +9,9 @@ the subfolders as labels (`--labels folders`), once with the labels hidden
 (`--labels cluster`, once per value of --clusters, or with the automatic k).
 The cluster purity (the share of images whose cluster's most common true
 class is their own) comes from each run's report. Then, for each split seed,
-every class is split 80/20 as `protect verify`'s probe does, and a fresh
-vgg-cnn victim is trained with the TRUE labels on the train part of each
-version (clean, true-label protected, cluster protected) and tested on the
-clean test part. It prints a Markdown table of mean final and peak accuracies
+every class is split 80/20 as `protect verify`'s probe does. A fresh vgg-cnn
+victim trains with the TRUE labels on the train part of each version (clean,
+true-label protected, cluster protected) and is tested on the clean test part. It prints a Markdown table of mean final and peak accuracies
 and writes JSON to --results.
 """
 

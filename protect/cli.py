@@ -181,6 +181,21 @@ def _plan_labels(images, spec: Optional[str], unlabelled: str, clusters: Optiona
         raise _fail(str(error)) from None
 
 
+def _check_warm_start(schedule) -> None:
+    """Raise typer.Exit(2) unless the shipped encoder can start this schedule's surrogate."""
+    from protect import encoder
+
+    try:
+        architecture = encoder.read_metadata(encoder.weights_path())["architecture"]
+    except encoder.WeightsError as error:
+        raise _fail(str(error)) from None
+    if architecture != schedule.surrogate:
+        raise _fail(
+            f"--warm-start needs a {schedule.surrogate} encoder for the {schedule.name} schedule, "
+            f"but the encoder weights are a {architecture}; pass --no-warm-start"
+        )
+
+
 def _describe_clusters(clusters) -> str:
     sizes = ", ".join(str(n) for n in clusters.sizes.values())
     return f"{clusters.k} clusters (k: {clusters.rule}), sizes {sizes}"
@@ -315,6 +330,13 @@ def images(
             help="Images a manifest leaves out: error lists them and stops; cluster groups them into extra classes.",
         ),
     ] = UnlabelledChoice.error,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--no-warm-start",
+            help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List each image, its class and its output, then exit. Clustering reads the images.")
     ] = False,
@@ -356,6 +378,8 @@ def images(
     chosen_schedule = engine.SCHEDULES[schedule.value]
     if epochs is not None:
         chosen_schedule = dataclasses.replace(chosen_schedule, max_epochs=epochs)
+    if warm_start:
+        _check_warm_start(chosen_schedule)
     settings = pipeline.Settings(
         epsilon=epsilon,
         size=size,
@@ -366,6 +390,7 @@ def images(
         metadata=metadata,
         force=force,
         max_pixels=max_pixels,
+        warm_start=warm_start,
     )
     stderr.print(
         f"protect: {len(found.images)} images, labels {plan.source}, device {chosen}, seed {seed}, "

@@ -238,10 +238,10 @@ def _load_backbone(model: models.Classifier, state: dict[str, torch.Tensor]) -> 
     def body(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value for key, value in tensors.items() if not key.startswith("head.")}
 
-    wanted = body(model.state_dict())
-    given = body(state)
-    encoder.check_state(wanted, given, "the initial surrogate state")
-    model.load_state_dict(given, strict=False)
+    expected = body(model.state_dict())
+    provided = body(state)
+    encoder.check_state(expected, provided, "the initial surrogate state")
+    model.load_state_dict(provided, strict=False)
 
 
 def craft(
@@ -266,9 +266,9 @@ def craft(
     on_epoch(stats, delta) after each outer epoch with the current δ.
     allocate(shape) returns the float32 tensor that holds δ, for example one
     backed by a memory-mapped file; by default δ is an ordinary tensor.
-    initial_state holds trained weights of the surrogate's architecture, such
-    as the shipped encoder's: every tensor but the linear head's is loaded, and
-    the head starts fresh because the classes differ.
+    initial_state contains trained weights of the surrogate's architecture,
+    such as the shipped encoder's. Every tensor but the linear head's is
+    loaded, and the head starts fresh because the classes differ.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")

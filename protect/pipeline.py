@@ -43,6 +43,7 @@ class Settings:
     metadata: str = "keep"  # "keep", "strip-gps" or "strip"; see files.encode
     force: bool = False  # protect files that already carry the tool's marker
     max_pixels: int = files.DEFAULT_MAX_PIXELS  # larger images are rejected unread
+    warm_start: bool = False  # start the surrogate from the shipped encoder's weights
 
 
 @dataclass
@@ -93,6 +94,7 @@ def settings_record(settings: Settings) -> dict:
         "metadata": settings.metadata,
         "force": settings.force,
         "max_pixels": settings.max_pixels,
+        "warm_start": settings.warm_start,
         "version": __version__,
     }
 
@@ -312,8 +314,8 @@ def group_images(
 ) -> tuple[labels.Grouping, ClusterSummary | None]:
     """Label the readable images: the plan's labels, and clusters where it has none.
 
-    `working` holds the K = len(kept) readable images (K, 3, S, S) in [0, 1],
-    in the order of `kept`. Raises labels.LabelError when they form fewer than
+    `working` contains the K = len(kept) readable images (K, 3, S, S) in
+    [0, 1], in the order of `kept`. Raises labels.LabelError when they form fewer than
     two classes, and encoder.WeightsError when clustering cannot load the encoder.
     """
     names: list[str | None] = [plan.labels[i] for i in kept]
@@ -379,6 +381,21 @@ def plan_groups(
     return grouping, clusters, outcomes
 
 
+def _initial_state(settings: Settings) -> dict[str, torch.Tensor] | None:
+    """Return the shipped encoder's weights when the run starts warm, else None."""
+    if not settings.warm_start:
+        return None
+    from protect import encoder
+
+    loaded = encoder.load_encoder()
+    if loaded.architecture != settings.schedule.surrogate:
+        raise encoder.WeightsError(
+            f"the encoder in {loaded.path} is a {loaded.architecture}, but the {settings.schedule.name} schedule's "
+            f"surrogate is a {settings.schedule.surrogate}; pass --no-warm-start"
+        )
+    return loaded.model.state_dict()
+
+
 def _craft_and_write(
     images: list[files.ImageFile],
     destination: Path | None,
@@ -411,6 +428,7 @@ def _craft_and_write(
             seed=settings.seed,
             progress=progress,
             allocate=store.allocate,
+            initial_state=_initial_state(settings),
         )
         delta = craft.delta
         if saved is not None:

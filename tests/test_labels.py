@@ -280,7 +280,7 @@ def test_mismatched_weights_name_the_keys(tmp_path: Path) -> None:
 def test_weights_with_wrong_shape_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "wide.safetensors"
     metadata = dict(encoder.read_metadata(encoder.weights_path()))
-    encoder.save_encoder(models.build("small-cnn", 7), path, metadata)  # metadata still says 10 classes
+    encoder.save_encoder(models.build("small-cnn", 7), path, metadata)  # the metadata still gives 10 classes
     with pytest.raises(encoder.WeightsError, match=r"wrong shapes: head.bias \(7,\) \(expected \(10,\)\)"):
         encoder.load_encoder(path)
 
@@ -311,3 +311,9 @@ def test_exit_2_when_weights_do_not_load(cifar_png: Path, tmp_path: Path, monkey
     result = protect(cifar_png, "--out", tmp_path / "out", "--labels", "cluster")
     assert result.exit_code == 2
     assert "cannot read" in result.output
+
+
+def test_exit_2_for_warm_start_with_reference(cifar_png: Path, tmp_path: Path) -> None:
+    result = protect(cifar_png, "--out", tmp_path / "out", "--schedule", "reference", "--warm-start")
+    assert result.exit_code == 2
+    assert "--warm-start needs a resnet18 encoder" in result.output
