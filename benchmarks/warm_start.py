@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--runs", nargs="+", default=["cold:20", "warm:10", "warm:20"])
+    parser.add_argument("--runs", nargs="+", default=["cold:20", "warm:10", "warm:20"],
+                        help="cold:N or warm:N, N outer epochs; the clean victim runs last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--victim-epochs", type=int, default=20)
     args = parser.parse_args()
@@ -57,10 +58,6 @@ def main() -> None:
     test_x, test_y = load(args.data / "test", args.test_per_class)
     state = encoder.load_encoder().model.state_dict()
     rows = []
-
-    clean = training.train_victim(train_x, train_y, test_x, test_y, epochs=args.victim_epochs, seed=args.seed)
-    rows.append({"run": "clean (no protection)", "seconds": 0.0, "final": clean.final, "peak": clean.peak})
-    print(f"clean: final {clean.final:.1%}, peak {clean.peak:.1%}", file=sys.stderr, flush=True)
 
     for run in args.runs:
         start, epochs = run.split(":")
@@ -79,8 +76,13 @@ def main() -> None:
         })
         print(f"{run}: crafting {seconds:.0f} s, victim final {victim.final:.1%}, peak {victim.peak:.1%}",
               file=sys.stderr, flush=True)
+        (args.results / "warm_start.json").write_text(json.dumps(rows, indent=2) + "\n")
 
-    print(f"| run | crafting (s) | victim final | victim peak |")
+    clean = training.train_victim(train_x, train_y, test_x, test_y, epochs=args.victim_epochs, seed=args.seed)
+    rows.append({"run": "clean (no protection)", "seconds": 0.0, "final": clean.final, "peak": clean.peak})
+    print(f"clean: final {clean.final:.1%}, peak {clean.peak:.1%}", file=sys.stderr, flush=True)
+
+    print("| run | crafting (s) | victim final | victim peak |")
     print("|---|---|---|---|")
     for row in rows:
         print(f"| {row['run']} | {row['seconds']:.0f} | {row['final']:.1%} | {row['peak']:.1%} |")
