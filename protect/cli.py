@@ -334,7 +334,8 @@ def images(
         bool,
         typer.Option(
             "--warm-start/--no-warm-start",
-            help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only).",
+            help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only; "
+            "its effect on protection is not yet measured).",
         ),
     ] = False,
     dry_run: Annotated[

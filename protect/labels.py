@@ -101,8 +101,7 @@ def folder_labels(images: list[ImageFile]) -> Grouping:
         only = names[0] if names else "none"
         raise LabelError(
             f"found one class ({only}), but protection needs at least two classes: sort the images "
-            "into one subfolder per subject or class, such as photos/cats and photos/dogs, "
-            "or pass --labels cluster to group them by clustering"
+            "into one subfolder per subject or class, such as photos/cats and photos/dogs"
         )
     return Grouping.from_labels(labels)
 
@@ -146,7 +145,10 @@ def plan_labels(
     of clusters to make (None lets protect.clusters choose it).
     """
     if spec == FOLDERS:
-        grouping = folder_labels(images)
+        try:
+            grouping = folder_labels(images)
+        except LabelError as error:
+            raise LabelError(f"{error}, or pass --labels cluster to group them by clustering") from None
         return LabelPlan(FOLDERS, [grouping.label_of(i) for i in range(len(images))])
     if spec in (FLAT, CLUSTER):
         if len(images) < 2:

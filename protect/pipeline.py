@@ -43,7 +43,9 @@ class Settings:
     metadata: str = "keep"  # "keep", "strip-gps" or "strip"; see files.encode
     force: bool = False  # protect files that already carry the tool's marker
     max_pixels: int = files.DEFAULT_MAX_PIXELS  # larger images are rejected unread
-    warm_start: bool = False  # start the surrogate from the shipped encoder's weights
+    # Start the surrogate from the shipped encoder's weights.
+    # NOTE: off because its effect on protection has not been measured yet.
+    warm_start: bool = False
 
 
 @dataclass
