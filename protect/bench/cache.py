@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-# Modules behind each stage. Writing is shared by all protected sets; crafting
-# adds the engine; victims depend on the trainer.
+# Modules behind each stage. Every protected set depends on the write path, a
+# crafted set also on the engine, and a victim's result on the trainer.
 from protect import augment, engine, files, labels, models, noise, pipeline, resolution, training, defences
 from protect.bench import data
 
