@@ -1,14 +1,13 @@
-"""Measure protection, speed and memory of `protect images` on real data.
+"""Measure speed and memory of `protect images` on real data.
 
     python benchmarks/protection.py cifar  --data PATH/cifar10-jpg.tar.gz
     python benchmarks/protection.py photos --data PATH/clothing-photos
     python benchmarks/protection.py reference --data PATH/cifar10-jpg.tar.gz --per-class 30 --reference-epochs 5
 
 `cifar` takes the first 500 training images of each CIFAR-10 class (sorted by
-file name) and protects them with `protect images` in a subprocess. It then
-trains a fresh victim on the files written to disk, and another on the clean
-originals, and tests both on all 10,000 clean test images. `photos` protects a photo folder at native
-size. `reference` times the reference schedule against the default on a few
+file name) and protects them with `protect images` in a subprocess. `photos`
+protects a photo folder at native size. How well the written files protect is
+measured by `protect bench` (see BENCHMARKS.md), which trains victims on them. `reference` times the reference schedule against the default on a few
 images per class, scaling a shortened reference run up to its 100 epochs. Each prints a Markdown summary and writes JSON to --results.
 Peak memory is the largest resident set of the `protect` subprocess.
 """
@@ -26,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from protect import training
 
 
 def extract_cifar(archive: Path, target: Path, per_class: int) -> tuple[Path, Path]:
@@ -52,21 +48,6 @@ def extract_cifar(archive: Path, target: Path, per_class: int) -> tuple[Path, Pa
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / name).write_bytes(tar.extractfile(member).read())
     return train, test
-
-
-def load_folder(folder: Path, classes: list[str], size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load every image under folder/<class>/ as (N, 3, H, W) floats in [0, 1]."""
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((folder / name).iterdir()):
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if size is not None:
-                    im = im.resize((size, size), Image.BILINEAR)
-                images.append(np.array(im))
-            labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
-    return x, torch.tensor(labels)
 
 
 def run_protect(source: Path, out: Path, report: Path, *extra: str) -> dict:
@@ -97,28 +78,11 @@ def run_protect(source: Path, out: Path, report: Path, *extra: str) -> dict:
 
 def cifar(args: argparse.Namespace) -> dict:
     work = args.work / "cifar"
-    train, test = extract_cifar(args.data, work / "data", args.per_class)
-    classes = sorted(p.name for p in train.iterdir())
+    train, _ = extract_cifar(args.data, work / "data", args.per_class)
     protected = work / "protected"
     stats = run_protect(train, protected, work / "report.json", "--seed", str(args.seed), *args.protect_args)
 
-    test_x, test_y = load_folder(test, classes)
-    results = {"protect": stats, "victim": {"architecture": args.victim, "epochs": args.epochs}}
-    for name, folder in (("protected", protected), ("clean", train)):
-        if name == "clean" and args.skip_clean:
-            continue
-        x, y = load_folder(folder, classes)
-        started = time.monotonic()
-        outcome = training.train_victim(
-            x, y, test_x, test_y, architecture=args.victim, epochs=args.epochs, seed=args.seed,
-            on_epoch=lambda e, a: print(f"  {name} epoch {e}: {a:.3f}", file=sys.stderr, flush=True),
-        )
-        results["victim"][name] = {
-            "final": round(outcome.final * 100, 2),
-            "peak": round(outcome.peak * 100, 2),
-            "seconds": round(time.monotonic() - started, 1),
-        }
-    return results
+    return {"protect": stats}
 
 
 def photos(args: argparse.Namespace) -> dict:
@@ -149,12 +113,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 JPEG archive, or a photo folder")
     parser.add_argument("--work", type=Path, default=Path("results"), help="folder for data, outputs and results")
     parser.add_argument("--per-class", type=int, default=500, help="training images per CIFAR-10 class")
-    parser.add_argument("--victim", default="vgg-cnn", help="victim architecture (protect.models)")
-    parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-epochs", type=int, default=100,
                         help="outer epochs of the reference schedule to run (its full length is 100)")
-    parser.add_argument("--skip-clean", action="store_true", help="do not train the clean control")
     parser.add_argument("protect_args", nargs="*", help="extra arguments for protect images, after --")
     args = parser.parse_args()
 

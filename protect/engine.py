@@ -31,10 +31,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from protect import augment, models
+from protect import augment, models, noise
 
 METHODS = ("mi-ue", "em")
-_INIT_CHUNK = 4096  # images per chunk of the random start
 
 
 @dataclass(frozen=True)
@@ -298,13 +297,9 @@ def craft(
             optimizer, T_max=schedule.max_epochs, eta_min=1e-6
         )
 
-    # Random start inside the budget, drawn from the seeded generator chunk by
-    # chunk, so that a file-backed δ is never materialised in memory at once.
+    # Random start inside the budget.
     delta = torch.empty(images.shape) if allocate is None else allocate(tuple(images.shape))
-    for start in range(0, images.shape[0], _INIT_CHUNK):
-        rows = slice(start, start + _INIT_CHUNK)
-        noise = (torch.rand(delta[rows].shape, generator=generator) * 2 - 1) * epsilon
-        delta[rows] = (images[rows] + noise).clamp(0, 1) - images[rows]
+    noise.fill_uniform(delta, images, epsilon, generator)
 
     batches = math.ceil(images.shape[0] / schedule.craft_batch)
     total = batches * schedule.max_epochs

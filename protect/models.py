@@ -113,7 +113,27 @@ def resnet18(classes: int) -> Classifier:
     return Classifier(nn.Sequential(*layers), 512, classes)
 
 
-ARCHITECTURES = {"small-cnn": small_cnn, "vgg-cnn": vgg_cnn, "resnet18": resnet18}
+def resnet20(classes: int) -> Classifier:
+    """ResNet-20 for CIFAR (He et al., 2016): three stages of 16, 32 and 64 channels, three blocks each.
+
+    About 41 M multiply-adds per 32x32 image, like vgg-cnn, but residual: a
+    second family of victim for testing whether protection transfers across
+    architectures at CPU cost. Its shortcuts use 1x1 projections where shapes change.
+    """
+    layers: list[nn.Module] = [_conv_bn(3, 16)]
+    cin = 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1), _BasicBlock(cout, cout, 1)]
+        cin = cout
+    return Classifier(nn.Sequential(*layers), 64, classes)
+
+
+ARCHITECTURES = {
+    "small-cnn": small_cnn,
+    "vgg-cnn": vgg_cnn,
+    "resnet18": resnet18,
+    "resnet20": resnet20,
+}
 
 
 def build(name: str, classes: int) -> Classifier:

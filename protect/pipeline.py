@@ -23,11 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protect import __version__, engine, files, labels, resolution, state
+from protect import __version__, engine, files, labels, noise, resolution, state
 
 ProgressFn = Callable[[str, int, int], None]
 
 PROTECTED, FAILED, SKIPPED = "protected", "failed", "skipped"
+
+# Settings.method value for uniform noise in place of a crafted δ: a baseline
+# for benchmarks, not offered by `protect images` because it protects nothing.
+RANDOM = "random"
 
 
 @dataclass
@@ -105,7 +109,7 @@ class OutputCheckError(RuntimeError):
     """A written file failed its reload check; the run must not claim it protected."""
 
 
-def _working_size(images: list[files.ImageFile]) -> int:
+def working_size(images: list[files.ImageFile]) -> int:
     sides = []
     for image in images:
         try:
@@ -298,7 +302,7 @@ def protect_images(
             saved.start(key, record)
         saved.remove_temporaries()
 
-    size = settings.size or _working_size(images)
+    size = settings.size or working_size(images)
     store = _DiskTensors()
     try:
         return _craft_and_write(images, destination, settings, progress, resume, saved, size, store, plan)
@@ -419,7 +423,12 @@ def _craft_and_write(
     relatives = [str(images[i].relative) for i in kept]
     delta = saved.load_delta(relatives) if resume and saved is not None else None
     craft = None
-    if delta is None:
+    if delta is None and settings.method == RANDOM:
+        delta = store.allocate(tuple(working.shape))
+        noise.fill_uniform(delta, working, settings.epsilon / 255, torch.Generator().manual_seed(settings.seed))
+        if saved is not None:
+            saved.save_delta(delta, relatives)
+    elif delta is None:
         craft = engine.craft(
             working,
             grouping.indices,

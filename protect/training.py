@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from protect import models
+from protect import defences, models
 from protect.augment import random_crop_flip
 
 
@@ -63,13 +63,18 @@ def train_victim(
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
     keep_model: bool = False,
+    defence: str = "none",
 ) -> TrainResult:
     """Train `architecture` from scratch on the training set, testing after each epoch.
 
     Images are (N, 3, H, W) float in [0, 1]; labels are int64 class indices
-    shared by both sets. on_epoch(epoch, test_accuracy) is called after each epoch.
+    shared by both sets. `defence` names one of protect.defences.DEFENCES,
+    applied to the training images only. on_epoch(epoch, test_accuracy) is
+    called after each epoch.
     """
+    kind = defences.get(defence).kind
     device = device or torch.device("cpu")
+    train_images = defences.preprocess(defence, train_images)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -87,8 +92,19 @@ def train_victim(
         for idx in order.split(batch):
             if idx.numel() < 2:
                 continue
-            x = random_crop_flip(train_images[idx], generator).to(device)
-            loss = F.cross_entropy(model(x), train_labels[idx].to(device))
+            x = random_crop_flip(train_images[idx], generator)
+            y = train_labels[idx].to(device)
+            if defence == "cutout":
+                x = defences.cutout(x, generator)
+            x = x.to(device)
+            if kind == "adversarial":
+                x = defences.pgd(model, x, y, generator)
+            if defence == "mixup":
+                x, partner, lam = defences.mixup(x, generator)
+                logits = model(x)
+                loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[partner])
+            else:
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
