@@ -373,7 +373,7 @@ def plan_groups(
         grouping = labels.Grouping.from_labels([label or "" for label in plan.labels])
         return grouping, None, outcomes
 
-    size = settings.size or _working_size(images)
+    size = settings.size or working_size(images)
     store = _DiskTensors()
     try:
         working, kept, outcomes = _read_all(images, size, settings, store, progress)
