@@ -543,11 +543,16 @@ def verify(
     paired = set(pairing.common)
     found = [i for i in files.discover(originals).images if i.relative in paired]
     grouping = None
-    try:
-        grouping = labels.folder_labels(found)
-        probe_note = probing.skip_reason(grouping.sizes())
-    except labels.LabelError as error:
-        probe_note = str(error)
+    if not found:
+        probe_note = "no original has a protected counterpart to train on"
+    else:
+        try:
+            grouping = labels.folder_labels(found)
+            probe_note = probing.skip_reason(grouping.sizes())
+        except labels.LabelError as error:
+            probe_note = str(error)
+    if probe is False:
+        probe_note = "--no-probe was given"
     if probe is None:
         probe = probe_note is None
     elif probe and probe_note is not None:

@@ -115,7 +115,8 @@ def _manifest_plan(images: list[ImageFile], path: Path, unlabelled: str, cluster
     absent = sorted(p for p in listed if p not in present)
     if absent:
         raise manifest.ManifestError(
-            f"{path} names {len(absent)} files that are not images under SOURCE: {_listed(absent)}; "
+            f"{path} names {len(absent)} {'entry' if len(absent) == 1 else 'entries'} that are not images "
+            f"under SOURCE: {_listed(absent)}; "
             "fix or remove those entries (paths are relative to SOURCE and case-sensitive)"
         )
 
