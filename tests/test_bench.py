@@ -166,3 +166,13 @@ def test_victim_trains_under_each_defence(name: str) -> None:
 def test_unknown_defence_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown defence 'sharpen'"):
         defences.get("sharpen")
+
+
+def test_findings_flag_a_control_near_chance() -> None:
+    results = harness.Results(plan={}, classes=list("abcd"), chance=0.25)
+    results.victims = [
+        harness.VictimResult("clean", "vgg-cnn", "none", 32, 2, 0.25, 0.25, [0.25], 1.0),
+        harness.VictimResult("mi-ue", "vgg-cnn", "none", 32, 2, 0.25, 0.25, [0.25], 1.0),
+    ]
+    found = report.findings(results)
+    assert any("cannot judge protection" in s for s in found)
