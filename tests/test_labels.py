@@ -89,7 +89,7 @@ def test_manifest_with_missing_files_lists_them(cifar_png: Path, tmp_path: Path)
     result = protect(cifar_png, "--out", tmp_path / "out", "--labels", manifest_path)
 
     assert result.exit_code == 2
-    assert "names 8 files that are not images under SOURCE" in result.output
+    assert "names 8 entries that are not images under SOURCE" in result.output
     assert "ghost/0.png" in result.output
     assert "and 3 more" in result.output
     assert not (tmp_path / "out").exists()
