@@ -202,17 +202,24 @@ def _describe_clusters(clusters) -> str:
     return f"{clusters.k} clusters (k: {clusters.rule}), sizes {sizes}"
 
 
+def _phase_progress(bars: Progress):
+    """Return a progress(phase, done, total) callback that keeps one bar per phase."""
+    tasks: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    return progress
+
+
 def _dry_run(found, destination: Optional[Path], plan, settings) -> None:
     """Print each image's class and output, then exit 0 (2 when the grouping is invalid)."""
     from protect import encoder, labels, pipeline
 
     with _progress() as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
+        progress = _phase_progress(bars)
 
         try:
             grouping, clusters, outcomes = pipeline.plan_groups(found.images, plan, settings, progress)
@@ -404,12 +411,7 @@ def images(
 
     started = time.monotonic()
     with _progress() as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
+        progress = _phase_progress(bars)
 
         try:
             result = pipeline.protect_images(found.images, source, destination, settings, progress, resume, plan)
