@@ -37,13 +37,13 @@ def main() -> None:
     for label, images in sorted(by_class.items()):
         images.sort(key=lambda i: str(i.relative))
         random.Random(f"{args.seed}:{label}").shuffle(images)
-        held = max(1, round(len(images) * args.test_share))
-        for part, chosen in (("train", images[:-held]), ("test", images[-held:])):
+        test_count = max(1, round(len(images) * args.test_share))
+        for part, chosen in (("train", images[:-test_count]), ("test", images[-test_count:])):
             for image in chosen:
                 destination = args.target / part / image.relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(image.path, destination)
-        print(f"{label}: {len(images) - held} train, {held} test")
+        print(f"{label}: {len(images) - test_count} train, {test_count} test")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ class RobustnessName(str, Enum):
     strong = "strong"
 
 
+class UnlabelledChoice(str, Enum):
+    error = "error"
+    cluster = "cluster"
+
+
 class DeviceName(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -121,7 +126,7 @@ def _progress() -> Progress:
     )
 
 
-def _write_report(path: Path, result, settings, seconds: float, ignored: list[Path]) -> None:
+def _write_report(path: Path, result, settings, seconds: float, ignored: list[Path], labels_source: str) -> None:
     entries = [
         {
             "source": str(o.source),
@@ -145,7 +150,14 @@ def _write_report(path: Path, result, settings, seconds: float, ignored: list[Pa
             "device": str(settings.device),
             "seed": settings.seed,
         },
+        "labels": labels_source,
         "classes": result.classes,
+        "clusters": None if result.clusters is None else {
+            "k": result.clusters.k,
+            "rule": result.clusters.rule,
+            "sizes": result.clusters.sizes,
+            "assignment": result.clusters.assignment,
+        },
         "seconds": round(seconds, 2),
         "images": entries,
         "ignored": [str(p) for p in ignored],
@@ -154,18 +166,89 @@ def _write_report(path: Path, result, settings, seconds: float, ignored: list[Pa
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _print_plan(found, destination: Optional[Path], grouping) -> None:
+def _plan_labels(images, spec: Optional[str], unlabelled: str, clusters: Optional[int]):
+    """Check the label options together and return the LabelPlan, or raise typer.Exit(2)."""
+    from protect import labels
+
+    spec = spec or labels.default_mode(images)
+    is_manifest = spec not in labels.MODES
+    if unlabelled == "cluster" and not is_manifest:
+        raise _fail(f"--unlabelled applies to a manifest; --labels {spec} has no unlabelled images")
+    clusters_everything = spec in (labels.FLAT, labels.CLUSTER)
+    if clusters is not None and not (clusters_everything or (is_manifest and unlabelled == "cluster")):
+        raise _fail(
+            f"--clusters applies only when images are clustered: with --labels cluster or flat, "
+            f"or with a manifest and --unlabelled cluster (here: --labels {spec})"
+        )
+    if clusters is not None and clusters_everything and clusters < 2:
+        raise _fail(f"--clusters {clusters}: clustering every image needs at least 2 clusters to form two classes")
+    try:
+        return labels.plan_labels(images, spec, unlabelled, clusters)
+    except labels.LabelError as error:
+        raise _fail(str(error)) from None
+
+
+def _check_warm_start(schedule) -> None:
+    """Raise typer.Exit(2) unless the shipped encoder can start this schedule's surrogate."""
+    from protect import encoder
+
+    try:
+        architecture = encoder.read_metadata(encoder.weights_path())["architecture"]
+    except encoder.WeightsError as error:
+        raise _fail(str(error)) from None
+    if architecture != schedule.surrogate:
+        raise _fail(
+            f"--warm-start needs a {schedule.surrogate} encoder for the {schedule.name} schedule, "
+            f"but the encoder weights are a {architecture}; pass --no-warm-start"
+        )
+
+
+def _describe_clusters(clusters) -> str:
+    sizes = ", ".join(str(n) for n in clusters.sizes.values())
+    return f"{clusters.k} clusters (k: {clusters.rule}), sizes {sizes}"
+
+
+def _phase_progress(bars: Progress):
+    """Return a progress(phase, done, total) callback that keeps one bar per phase."""
+    tasks: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    return progress
+
+
+def _dry_run(found, destination: Optional[Path], plan, settings) -> None:
+    """Print each image's class and output, then exit 0 (2 when the grouping is invalid)."""
+    from protect import encoder, labels, pipeline
+
+    with _progress() as bars:
+        progress = _phase_progress(bars)
+
+        try:
+            grouping, clusters, outcomes = pipeline.plan_groups(found.images, plan, settings, progress)
+        except (labels.LabelError, encoder.WeightsError) as error:
+            raise _fail(str(error)) from None
+
     table = Table(title="protect images --dry-run")
     table.add_column("source")
     table.add_column("label")
     table.add_column("output")
-    for image in found.images:
-        target = image.path if destination is None else destination / image.relative
-        table.add_row(str(image.path), image.label or "(top level)", "in place" if destination is None else str(target))
+    for image, outcome in zip(found.images, outcomes):
+        target = "in place" if destination is None else str(destination / image.relative)
+        label = outcome.label if outcome.status == pipeline.PROTECTED else f"({outcome.status}: {outcome.reason})"
+        table.add_row(str(image.path), label, target)
     stdout.print(table)
+    if grouping is None:
+        raise _fail("none of the images could be read", EXIT_NO_IMAGES)
     sizes = ", ".join(f"{name} {count}" for name, count in grouping.sizes().items())
     stdout.print(f"{len(found.images)} images in {len(grouping.names)} classes ({sizes}); "
                  f"{len(found.ignored)} other files ignored; nothing was written", highlight=False)
+    if clusters is not None:
+        stdout.print(f"labels from clustering: {_describe_clusters(clusters)}", highlight=False)
+    raise typer.Exit(EXIT_OK)
 
 
 def _summary(result, settings, seconds: float, ignored: int) -> Table:
@@ -187,12 +270,15 @@ def _summary(result, settings, seconds: float, ignored: int) -> Table:
     table.add_row("epsilon", f"{settings.epsilon}/255")
     table.add_row("working size", f"{result.size} px")
     table.add_row("seed", str(settings.seed))
+    table.add_row("classes", str(len(result.classes)))
+    if result.clusters is not None:
+        table.add_row("clusters", _describe_clusters(result.clusters))
     return table
 
 
 @app.command()
 def images(
-    source: Annotated[Path, typer.Argument(help="Folder of images, one subfolder per class.", metavar="SOURCE", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Folder of images, one subfolder per class, or unsorted (see --labels).", metavar="SOURCE", show_default=False)],
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Folder for the protected copies (same relative paths).")
     ] = None,
@@ -235,7 +321,46 @@ def images(
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", min=1, help="Reject images with more pixels than this (decompression bomb guard).")
     ] = 178_956_970,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be protected and where, then exit.")] = False,
+    labels_spec: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels",
+            metavar="folders|flat|cluster|PATH",
+            help="Where class labels come from. folders: first-level subfolder names (default when SOURCE has "
+            "subfolders). cluster: group all images by k-means on the shipped encoder's features (default "
+            "otherwise). flat: ignore subfolders and cluster, as cluster does. PATH: a .csv (columns path,label) "
+            "or .json manifest of paths relative to SOURCE, with forward slashes.",
+            show_default=False,
+        ),
+    ] = None,
+    clusters: Annotated[
+        Optional[int],
+        typer.Option(
+            "--clusters",
+            min=1,
+            max=10_000,
+            help="Number of k-means clusters. Default: round(sqrt(N / 2)) for N images to cluster, clamped to 2..50.",
+            show_default=False,
+        ),
+    ] = None,
+    unlabelled: Annotated[
+        UnlabelledChoice,
+        typer.Option(
+            "--unlabelled",
+            help="Images a manifest leaves out: error lists them and stops; cluster groups them into extra classes.",
+        ),
+    ] = UnlabelledChoice.error,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--no-warm-start",
+            help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only; "
+            "its effect on protection is not yet measured).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List each image, its class and its output, then exit. Clustering reads the images.")
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish an interrupted run into --out, keeping the outputs it completed.")
     ] = False,
@@ -243,21 +368,15 @@ def images(
     """Protect every image under SOURCE and write the results to --out (or in place)."""
     destination = _check_paths(source, out, in_place)
 
-    from protect import devices, engine, files, labels, pipeline
+    from protect import devices, encoder, engine, files, labels, pipeline
 
     found = files.discover(source, exclude=destination)
     if not found.images:
         raise _fail(f"no images found under {source} ({len(found.ignored)} other files ignored)", EXIT_NO_IMAGES)
 
-    try:
-        grouping = labels.folder_labels(found.images)  # fail before any slow work
-    except labels.LabelError as error:
-        raise _fail(str(error)) from None
+    plan = _plan_labels(found.images, labels_spec, unlabelled.value, clusters)  # fail before any slow work
     if strip_metadata and strip_gps:
         raise _fail("give either --strip-metadata or --strip-gps, not both")
-    if dry_run:
-        _print_plan(found, destination, grouping)
-        raise typer.Exit(EXIT_OK)
 
     try:
         chosen = devices.select_device(device.value)
@@ -280,6 +399,8 @@ def images(
     chosen_schedule = engine.with_robustness(engine.SCHEDULES[schedule.value], robustness.value)
     if epochs is not None:
         chosen_schedule = dataclasses.replace(chosen_schedule, max_epochs=epochs)
+    if warm_start:
+        _check_warm_start(chosen_schedule)
     settings = pipeline.Settings(
         epsilon=epsilon,
         size=size,
@@ -290,26 +411,24 @@ def images(
         metadata=metadata,
         force=force,
         max_pixels=max_pixels,
+        warm_start=warm_start,
     )
     stderr.print(
-        f"protect: {len(found.images)} images, device {chosen}, seed {seed}, "
+        f"protect: {len(found.images)} images, labels {plan.source}, device {chosen}, seed {seed}, "
         f"epsilon {epsilon}/255, schedule {schedule.value} ({chosen_schedule.max_epochs} epochs), method {method.value}, "
         f"robustness {robustness.value}",
         highlight=False,
     )
+    if dry_run:
+        _dry_run(found, destination, plan, settings)
 
     started = time.monotonic()
     with _progress() as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
+        progress = _phase_progress(bars)
 
         try:
-            result = pipeline.protect_images(found.images, source, destination, settings, progress, resume)
-        except (labels.LabelError, pipeline.ResumeMismatch) as error:
+            result = pipeline.protect_images(found.images, source, destination, settings, progress, resume, plan)
+        except (labels.LabelError, pipeline.ResumeMismatch, encoder.WeightsError) as error:
             raise _fail(str(error)) from None
         except KeyboardInterrupt:
             if destination is None:
@@ -325,7 +444,7 @@ def images(
             stderr.print(f"[yellow]{outcome.status}:[/] {outcome.source}: {outcome.error}", highlight=False)
     stdout.print(_summary(result, settings, seconds, len(found.ignored)))
     if report is not None:
-        _write_report(report, result, settings, seconds, found.ignored)
+        _write_report(report, result, settings, seconds, found.ignored, plan.source)
 
     if all(o.status == pipeline.PROTECTED for o in result.outcomes):
         raise typer.Exit(EXIT_OK)
@@ -439,11 +558,16 @@ def verify(
     paired = set(pairing.common)
     found = [i for i in files.discover(originals).images if i.relative in paired]
     grouping = None
-    try:
-        grouping = labels.folder_labels(found)
-        probe_note = probing.skip_reason(grouping.sizes())
-    except labels.LabelError as error:
-        probe_note = str(error)
+    if not found:
+        probe_note = "no original has a protected counterpart to train on"
+    else:
+        try:
+            grouping = labels.folder_labels(found)
+            probe_note = probing.skip_reason(grouping.sizes())
+        except labels.LabelError as error:
+            probe_note = str(error)
+    if probe is False:
+        probe_note = "--no-probe was given"
     if probe is None:
         probe = probe_note is None
     elif probe and probe_note is not None:

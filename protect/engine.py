@@ -283,6 +283,19 @@ def _perturb_sweep(
     return first_total / count, last_total / count
 
 
+def _load_backbone(model: models.Classifier, state: dict[str, torch.Tensor]) -> None:
+    """Copy every tensor except the head's from `state`; raise encoder.WeightsError on a mismatch."""
+    from protect import encoder
+
+    def body(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value for key, value in tensors.items() if not key.startswith("head.")}
+
+    expected = body(model.state_dict())
+    provided = body(state)
+    encoder.check_state(expected, provided, "the initial surrogate state")
+    model.load_state_dict(provided, strict=False)
+
+
 def craft(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -295,6 +308,7 @@ def craft(
     progress: ProgressFn | None = None,
     on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
     allocate: Callable[[tuple[int, ...]], torch.Tensor] | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> CraftResult:
     """Craft one δ per image.
 
@@ -304,6 +318,9 @@ def craft(
     on_epoch(stats, delta) after each outer epoch with the current δ.
     allocate(shape) returns the float32 tensor that holds δ, for example one
     backed by a memory-mapped file; by default δ is an ordinary tensor.
+    initial_state contains trained weights of the surrogate's architecture,
+    such as the shipped encoder's. Every tensor but the linear head's is
+    loaded, and the head starts fresh because the classes differ.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
@@ -320,7 +337,10 @@ def craft(
 
     _, classes = labels.unique(return_inverse=True)
     class_count = int(classes.max()) + 1
-    model = models.build(schedule.surrogate, class_count).to(device)
+    model = models.build(schedule.surrogate, class_count)
+    if initial_state is not None:
+        _load_backbone(model, initial_state)
+    model = model.to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=schedule.lr, momentum=0.9, weight_decay=schedule.weight_decay
     )

@@ -13,15 +13,15 @@ from torch import nn
 
 # Per-channel statistics of CIFAR-10; any fixed normalisation works, these
 # keep first-layer activations near unit scale on natural photos.
-_MEAN = (0.4914, 0.4822, 0.4465)
-_STD = (0.2470, 0.2435, 0.2616)
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
 
 
 class _Normalize(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

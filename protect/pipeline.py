@@ -8,6 +8,7 @@ Results come back as one `Outcome` per input; nothing here prints.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -46,6 +47,9 @@ class Settings:
     metadata: str = "keep"  # "keep", "strip-gps" or "strip"; see files.encode
     force: bool = False  # protect files that already carry the tool's marker
     max_pixels: int = files.DEFAULT_MAX_PIXELS  # larger images are rejected unread
+    # Start the surrogate from the shipped encoder's weights.
+    # NOTE: off because its effect on protection has not been measured yet.
+    warm_start: bool = False
 
 
 @dataclass
@@ -63,11 +67,22 @@ class Outcome:
 
 
 @dataclass
+class ClusterSummary:
+    """The clusters that stood in for labels: how many, why, their sizes and members."""
+
+    k: int
+    rule: str  # how k was chosen
+    sizes: dict[str, int]  # cluster name -> images
+    assignment: dict[str, str]  # relative path (forward slashes) -> cluster name
+
+
+@dataclass
 class RunResult:
     outcomes: list[Outcome]
     size: int
     classes: dict[str, int]
     craft: engine.CraftResult | None
+    clusters: ClusterSummary | None = None
 
 
 class ResumeMismatch(RuntimeError):
@@ -85,6 +100,7 @@ def settings_record(settings: Settings) -> dict:
         "metadata": settings.metadata,
         "force": settings.force,
         "max_pixels": settings.max_pixels,
+        "warm_start": settings.warm_start,
         "version": __version__,
     }
 
@@ -254,8 +270,12 @@ def protect_images(
     settings: Settings,
     progress: ProgressFn,
     resume: bool = False,
+    plan: labels.LabelPlan | None = None,
 ) -> RunResult:
     """Protect `images` (found under `source`) and write them.
+
+    `plan` gives the labels (see protect.labels); by default the first-level
+    subfolders are the classes.
 
     With `destination` None the originals are replaced in two phases. First
     every protected file is written beside its original under a hidden
@@ -267,25 +287,119 @@ def protect_images(
     match and raises ResumeMismatch when they differ. Raises labels.LabelError
     when the readable images form fewer than two classes.
     """
+    plan = plan or labels.plan_labels(images, labels.FOLDERS)
+    record = settings_record(settings) | {"labels": plan.record()}
     saved = None
     if destination is not None:
         saved = state.RunState(destination)
-        key = state.run_key(settings_record(settings), images)
+        key = state.run_key(record, images)
         if resume and saved.saved_settings() is not None and not saved.matches(key):
             raise ResumeMismatch(
                 f"the interrupted run in {destination} used other settings or sources; "
                 "rerun without --resume to start over"
             )
         if not (resume and saved.matches(key)):
-            saved.start(key, settings_record(settings))
+            saved.start(key, record)
         saved.remove_temporaries()
 
     size = settings.size or working_size(images)
     store = _DiskTensors()
     try:
-        return _craft_and_write(images, destination, settings, progress, resume, saved, size, store)
+        return _craft_and_write(images, destination, settings, progress, resume, saved, size, store, plan)
     finally:
         store.close()
+
+
+def group_images(
+    images: list[files.ImageFile],
+    kept: list[int],
+    working: torch.Tensor,
+    plan: labels.LabelPlan,
+    settings: Settings,
+    progress: ProgressFn,
+) -> tuple[labels.Grouping, ClusterSummary | None]:
+    """Label the readable images: the plan's labels, and clusters where it has none.
+
+    `working` contains the K = len(kept) readable images (K, 3, S, S) in
+    [0, 1], in the order of `kept`. Raises labels.LabelError when they form fewer than
+    two classes, and encoder.WeightsError when clustering cannot load the encoder.
+    """
+    names: list[str | None] = [plan.labels[i] for i in kept]
+    rows = [n for n, name in enumerate(names) if name is None]
+    summary = None
+    if rows:
+        from protect import clusters, encoder
+
+        if plan.clusters is not None and plan.clusters > len(rows):
+            raise labels.LabelError(f"--clusters {plan.clusters} is more than the {len(rows)} readable images to cluster")
+        model = encoder.load_encoder(device=settings.device)
+        clustering = clusters.cluster_images(
+            working, rows, model, settings.device, settings.seed, plan.clusters, progress
+        )
+        cluster_names = clustering.names()
+        clash = set(cluster_names) & set(names)
+        if clash:
+            raise labels.LabelError(f"the manifest uses the label {sorted(clash)[0]}, a name reserved for clusters; rename it")
+        for n, name in zip(rows, cluster_names):
+            names[n] = name
+        summary = ClusterSummary(
+            k=clustering.k,
+            rule=clustering.rule,
+            sizes=dict(sorted(collections.Counter(cluster_names).items())),
+            assignment={images[kept[n]].relative.as_posix(): name for n, name in zip(rows, cluster_names)},
+        )
+
+    if len(set(names)) < 2:
+        raise labels.LabelError(
+            f"the readable images form one class ({names[0]}), but protection needs at least two classes"
+        )
+    return labels.Grouping.from_labels(names), summary
+
+
+def plan_groups(
+    images: list[files.ImageFile],
+    plan: labels.LabelPlan,
+    settings: Settings,
+    progress: ProgressFn,
+) -> tuple[labels.Grouping | None, ClusterSummary | None, list[Outcome]]:
+    """Read the images and group them as a run would, without crafting (for --dry-run).
+
+    Images are decoded only when clustering needs their pixels. Returns the
+    grouping of the readable images (None when none is readable), the clusters
+    and one outcome per input, whose label is the image's class.
+    """
+    if not plan.clustered:
+        outcomes = [Outcome(image.path, None, label or "") for image, label in zip(images, plan.labels)]
+        grouping = labels.Grouping.from_labels([label or "" for label in plan.labels])
+        return grouping, None, outcomes
+
+    size = settings.size or working_size(images)
+    store = _DiskTensors()
+    try:
+        working, kept, outcomes = _read_all(images, size, settings, store, progress)
+        if not kept:
+            return None, None, outcomes
+        grouping, clusters = group_images(images, kept, working, plan, settings, progress)
+    finally:
+        store.close()
+    for n, i in enumerate(kept):
+        outcomes[i].label = grouping.label_of(n)
+    return grouping, clusters, outcomes
+
+
+def _initial_state(settings: Settings) -> dict[str, torch.Tensor] | None:
+    """Return the shipped encoder's weights when the run starts warm, else None."""
+    if not settings.warm_start:
+        return None
+    from protect import encoder
+
+    loaded = encoder.load_encoder()
+    if loaded.architecture != settings.schedule.surrogate:
+        raise encoder.WeightsError(
+            f"the encoder in {loaded.path} is a {loaded.architecture}, but the {settings.schedule.name} schedule's "
+            f"surrogate is a {settings.schedule.surrogate}; pass --no-warm-start"
+        )
+    return loaded.model.state_dict()
 
 
 def _craft_and_write(
@@ -297,12 +411,15 @@ def _craft_and_write(
     saved: state.RunState | None,
     size: int,
     store: _DiskTensors,
+    plan: labels.LabelPlan,
 ) -> RunResult:
     working, kept, outcomes = _read_all(images, size, settings, store, progress)
     if not kept:
         return RunResult(outcomes, size, {}, None)
 
-    grouping = labels.folder_labels([images[i] for i in kept])
+    grouping, clusters = group_images(images, kept, working, plan, settings, progress)
+    for n, i in enumerate(kept):
+        outcomes[i].label = grouping.label_of(n)
     relatives = [str(images[i].relative) for i in kept]
     delta = saved.load_delta(relatives) if resume and saved is not None else None
     craft = None
@@ -322,6 +439,7 @@ def _craft_and_write(
             seed=settings.seed,
             progress=progress,
             allocate=store.allocate,
+            initial_state=_initial_state(settings),
         )
         delta = craft.delta
         if saved is not None:
@@ -342,7 +460,7 @@ def _craft_and_write(
         os.replace(temporary, target)
     if saved is not None:
         saved.remove()
-    return RunResult(outcomes, size, grouping.sizes(), craft)
+    return RunResult(outcomes, size, grouping.sizes(), craft, clusters)
 
 
 def _write_all(

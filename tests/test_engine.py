@@ -110,3 +110,26 @@ def test_reference_schedule_runs_one_epoch() -> None:
     result = engine.craft(images, labels, epsilon=EPSILON, schedule=schedule, seed=0)
     assert result.delta.abs().max() <= EPSILON + 1e-7
     assert len(result.history) == 1
+
+
+def test_warm_start_begins_with_tighter_classes() -> None:
+    from protect import encoder
+
+    images, labels = load_cifar()
+    one_epoch = dataclasses.replace(QUICK, max_epochs=1)
+    state = encoder.load_encoder().model.state_dict()
+
+    cold = engine.craft(images, labels, epsilon=EPSILON, schedule=one_epoch, seed=5)
+    warm = engine.craft(images, labels, epsilon=EPSILON, schedule=one_epoch, seed=5, initial_state=state)
+
+    # Trained features already group CIFAR classes, so the objective starts lower.
+    assert warm.history[0].objective_start < cold.history[0].objective_start
+
+
+def test_warm_start_rejects_other_architecture() -> None:
+    from protect import encoder, models
+
+    images, labels = load_cifar(classes=2, per_class=4)
+    state = models.build("vgg-cnn", 10).state_dict()
+    with pytest.raises(encoder.WeightsError, match="missing keys: backbone"):
+        engine.craft(images, labels, epsilon=EPSILON, schedule=QUICK, seed=0, initial_state=state)

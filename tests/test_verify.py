@@ -127,6 +127,14 @@ def test_probe_skipped_for_small_classes(protected_png) -> None:
     assert "at least 10 images per class" in result.output
 
 
+def test_no_probe_names_itself_as_reason(protected_png) -> None:
+    originals, out = protected_png
+    result = verify(originals, out, "--no-probe")
+    assert result.exit_code == 0, result.output
+    assert "probe skipped: --no-probe was given" in result.output
+    assert "at least 10 images per class" not in result.output
+
+
 def test_probe_requested_but_impossible_is_usage_error(protected_png) -> None:
     originals, out = protected_png
     result = verify(originals, out, "--probe")

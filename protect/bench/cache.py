@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-# Modules behind each stage. Writing is shared by all protected sets; crafting
-# adds the engine; victims depend on the trainer.
-from protect import augment, defences, engine, files, labels, models, noise, pipeline, resolution, robustness, training
+# Modules behind each stage. Every protected set depends on the write path, a
+# crafted set also on the engine, and a victim's result on the trainer.
+from protect import augment, engine, files, labels, models, noise, pipeline, resolution, robustness, training, defences
 from protect.bench import data
 
 WRITE_MODULES = (pipeline, files, labels, noise, resolution)

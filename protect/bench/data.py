@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from protect import files, resolution
@@ -43,7 +42,7 @@ def select(folder: Path, classes: list[str], per_class: int | None) -> list[file
     for name in classes:
         members = sorted((i for i in found if i.label == name), key=lambda i: str(i.relative))
         if not members:
-            raise BenchDataError(f"class folder {folder / name} holds no images")
+            raise BenchDataError(f"class folder {folder / name} contains no images; add images or remove the folder")
         chosen += members if per_class is None else members[:per_class]
     return chosen
 
@@ -69,8 +68,3 @@ def load(root: Path, images: list[files.ImageFile], classes: list[str], size: in
         x[row] = resolution.to_working(files.read_rgb(root / image.relative), size)
     y = torch.tensor([position[i.label] for i in images], dtype=torch.int64)
     return x, y
-
-
-def load_uint8(root: Path, images: list[files.ImageFile]) -> list[np.ndarray]:
-    """Decode `images` under `root` at native size, as (H, W, 3) uint8 arrays."""
-    return [files.read_rgb(root / image.relative) for image in images]

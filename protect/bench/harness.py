@@ -35,7 +35,7 @@ LogFn = Callable[[str], None]
 
 @dataclass
 class Plan:
-    """What to run, as chosen on the command line."""
+    """The benchmark's settings, as chosen on the command line."""
 
     train: Path
     test: Path
@@ -43,14 +43,14 @@ class Plan:
     methods: list[str]
     victims: list[str]
     defences: list[str]
-    sizes: list[int] | None  # victim input sizes; None trains at the working size
+    sizes: list[int] | None  # victim input sizes, or None for the working size
     epochs: int = DEFAULT_EPOCHS
     per_class: int | None = None  # training images per class, the first by file name
     test_per_class: int | None = None
     epsilon: int = 8
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    reference_epochs: int | None = None  # shortens the reference schedule; None keeps its 100
+    reference_epochs: int | None = None  # outer epochs of the reference schedule, or None for its 100
     craft_epochs: int | None = None  # overrides the default schedule's outer epochs for em and mi-ue
     robustness: str = engine.DEFAULT_ROBUSTNESS  # preset of em and mi-ue unless a method names its own
 
@@ -60,14 +60,14 @@ class SetResult:
     """A protected training set and what making it cost."""
 
     method: str
-    key: str  # the cache key; for "clean", the data's fingerprint
+    key: str  # the cache key, or the data's fingerprint for "clean"
     folder: str  # where the victims read it
     images: int
     seconds: float | None = None  # wall time of protect_images: reading, crafting and writing
     images_per_second: float | None = None
     psnr_mean: float | None = None  # dB, against the originals
     ssim_mean: float | None = None
-    linf_max: int | None = None  # 8-bit levels; for JPEG outputs it includes the codec's error
+    linf_max: int | None = None  # 8-bit levels, including the codec's own error for JPEG outputs
     working_size: int | None = None
     cached: bool = False
 
@@ -241,9 +241,9 @@ def run(plan: Plan, log: LogFn, on_result: Callable[[Results], None] | None = No
                     result = train_one(plan, set_result, victim, defence, size, train, test,
                                        test_fingerprint, store, versions)
                     done += 1
-                    how = "stored" if result.cached else f"{result.seconds:.0f} s"
+                    timing = "stored" if result.cached else f"{result.seconds:.0f} s"
                     log(f"[{done}/{total}] {result.method}, {victim} at {size} px, {defence}: "
-                        f"final {result.final:.1%}, peak {result.peak:.1%} ({how})")
+                        f"final {result.final:.1%}, peak {result.peak:.1%} ({timing})")
                     results.victims.append(result)
                     if on_result is not None:
                         on_result(results)

@@ -79,6 +79,14 @@ def findings(results: Results) -> list[str]:
     ceiling = results.chance + RECOVERY_MARGIN
     sentences = []
     for victim, size in _groups(results):
+        control = table.get(("clean", victim, size, "none"))
+        if control is not None and control.final <= ceiling:
+            sentences.append(
+                f"{victim} at {size} px: the clean control reaches only {_percent(control.final)} %, within "
+                f"{RECOVERY_MARGIN * 100:.0f} points of chance, so this run cannot judge protection. "
+                "Train longer (--epochs) or on more images."
+            )
+    for victim, size in _groups(results):
         for defence in dict.fromkeys(v.defence for v in results.victims):
             ours = table.get((MAIN_METHOD, victim, size, defence))
             if ours is None:
