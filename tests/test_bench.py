@@ -171,6 +171,25 @@ def test_unknown_defence_is_rejected() -> None:
         defences.get("sharpen")
 
 
+def test_findings_cover_mi_ue_with_a_preset() -> None:
+    def victim(method: str, final: float) -> harness.VictimResult:
+        return harness.VictimResult(method, "vgg-cnn", "jpeg75", 32, 10, final, final, [final], 1.0)
+
+    results = harness.Results(plan={}, classes=list("abcdefghij"), chance=0.1)
+    results.victims = [victim("clean", 0.60), victim("em", 0.20), victim("mi-ue:off", 0.45)]
+    found = report.findings(results)
+    assert any("em leaves 20.0 %, lower than mi-ue:off's 45.0 %" in s for s in found)
+    assert any("mi-ue:off's victim reaches 45.0 %" in s and "60.0 %" in s for s in found)
+
+
+def test_bench_always_trains_the_clean_ceiling(split, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    outcome = bench(*split, results, "--methods", "random", "--defences", "jpeg75")
+    assert outcome.exit_code == 0, outcome.output
+    methods = [v["method"] for v in json.loads((results / "results.json").read_text())["victims"]]
+    assert methods == ["clean", "random"]
+
+
 def test_findings_flag_a_control_near_chance() -> None:
     results = harness.Results(plan={}, classes=list("abcd"), chance=0.25)
     results.victims = [

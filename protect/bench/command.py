@@ -81,11 +81,11 @@ def bench(
     train: Annotated[Path, typer.Argument(help="Labelled training folder, one subfolder per class.", metavar="TRAIN", show_default=False)],
     test: Annotated[Path, typer.Argument(help="Clean test folder with the same class subfolders.", metavar="TEST", show_default=False)],
     results: Annotated[Path, typer.Option("--results", "-r", help="Folder for protected sets, cached results, the table and the chart.")] = Path("bench-results"),
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: clean, random, em, mi-ue. em and mi-ue take --robustness, or a preset of their own as in mi-ue:off.")] = "clean,random,em,mi-ue",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: clean, random, em, mi-ue. em and mi-ue take --robustness, or a preset of their own as in mi-ue:off. clean always runs, as the ceiling of each defence.")] = "clean,random,em,mi-ue",
     reference: Annotated[bool, typer.Option("--reference", help="Also run MI-UE with the reference schedule (ResNet-18, 100 epochs: hours on a CPU).")] = False,
     reference_epochs: Annotated[Optional[int], typer.Option("--reference-epochs", min=1, help="Shorten the reference schedule to this many outer epochs.")] = None,
     craft_epochs: Annotated[Optional[int], typer.Option("--craft-epochs", min=1, help="Outer crafting epochs of em and mi-ue. Default: the fast schedule's 20.")] = None,
-    robustness: Annotated[str, typer.Option("--robustness", help="Robustness preset of em and mi-ue: off, standard or strong. Default: protect images' default.")] = "standard",
+    robustness: Annotated[Optional[str], typer.Option("--robustness", help="Robustness preset of em and mi-ue: off, standard or strong. Default: protect images' default.", show_default=False)] = None,
     victims: Annotated[str, typer.Option("--victims", help="Comma-separated victim architectures: vgg-cnn, resnet20, resnet18, small-cnn.")] = "vgg-cnn",
     defences: Annotated[Optional[str], typer.Option("--defences", help="Comma-separated trainer defences: none, grayscale, jpeg75, jpeg10, blur, cutout, mixup, adversarial; jpeg90, jpeg50, jpeg30, jpeg75-gray, blur2, down-half, down-chain. 'sweep' runs the JPEG, blur and resize sweep. Default: none and the six cheap defences.")] = None,
     adversarial: Annotated[bool, typer.Option("--adversarial", help="Also run PGD adversarial training at 4/255 (about 6x the cost of a victim).")] = False,
@@ -102,6 +102,10 @@ def bench(
     from protect.bench import data, harness, report
 
     chosen_methods = _methods(methods, list(engine.ROBUSTNESS))
+    if "clean" not in chosen_methods:
+        # Every defence also costs clean accuracy, so clean training under the
+        # same defence is the ceiling that each protected result is read against.
+        chosen_methods.insert(0, "clean")
     if reference:
         chosen_methods.append("mi-ue-reference")
     chosen_victims = _split(victims, "--victims", list(models.ARCHITECTURES))
@@ -129,7 +133,8 @@ def bench(
         defences=chosen_defences, sizes=_sizes(victim_size), epochs=epochs, per_class=per_class,
         test_per_class=test_per_class, epsilon=epsilon, seed=seed, device=chosen_device,
         reference_epochs=reference_epochs, craft_epochs=craft_epochs,
-        robustness=_split(robustness, "--robustness", list(engine.ROBUSTNESS))[0],
+        robustness=(engine.DEFAULT_ROBUSTNESS if robustness is None
+                    else _split(robustness, "--robustness", list(engine.ROBUSTNESS))[0]),
     )
     command = "protect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = "# Benchmark results\n\n" + _header(command, str(chosen_device))

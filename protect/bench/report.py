@@ -11,10 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from protect.bench.harness import Results, VictimResult
+from protect.bench.harness import Results, VictimResult, split_method
 
 RECOVERY_MARGIN = 0.10  # accuracy above chance + this counts as protection lost, as in protect verify
-MAIN_METHOD = "mi-ue"
+MAIN_METHOD = "mi-ue"  # with or without a robustness preset, as in mi-ue:off
 
 
 def _percent(value: float | None) -> str:
@@ -86,27 +86,35 @@ def findings(results: Results) -> list[str]:
                 f"{RECOVERY_MARGIN * 100:.0f} points of chance, so this run cannot judge protection. "
                 "Train longer (--epochs) or on more images."
             )
+    ours_labels = [m for m in dict.fromkeys(v.method for v in results.victims) if split_method(m)[0] == MAIN_METHOD]
     for victim, size in _groups(results):
         for defence in dict.fromkeys(v.defence for v in results.victims):
-            ours = table.get((MAIN_METHOD, victim, size, defence))
-            if ours is None:
-                continue
-            where = f"{victim} at {size} px, defence {defence}"
-            better = [
-                v for (m, vi, si, d), v in table.items()
-                if (vi, si, d) == (victim, size, defence) and m not in (MAIN_METHOD, "clean") and v.final < ours.final
-            ]
-            for other in sorted(better, key=lambda v: v.final):
-                sentences.append(
-                    f"{where}: {other.method} leaves {_percent(other.final)} %, lower than MI-UE's {_percent(ours.final)} %."
-                )
-            if ours.final > ceiling:
-                clean = table.get(("clean", victim, size, defence))
-                against = "" if clean is None else f" (clean training under the same defence: {_percent(clean.final)} %)"
-                sentences.append(
-                    f"{where}: MI-UE's victim reaches {_percent(ours.final)} %, above chance + "
-                    f"{RECOVERY_MARGIN * 100:.0f} points, so this defence removes much of the protection{against}."
-                )
+            for label in ours_labels:
+                ours = table.get((label, victim, size, defence))
+                if ours is not None:
+                    sentences += _compare(table, ours, ceiling)
+    return sentences
+
+
+def _compare(table: dict[tuple[str, str, int, str], VictimResult], ours: VictimResult, ceiling: float) -> list[str]:
+    """Return the sentences on one MI-UE result: lower methods, and recovery above the ceiling."""
+    sentences = []
+    where = f"{ours.victim} at {ours.size} px, defence {ours.defence}"
+    name = "MI-UE" if ours.method == MAIN_METHOD else ours.method
+    better = [
+        v for (m, vi, si, d), v in table.items()
+        if (vi, si, d) == (ours.victim, ours.size, ours.defence)
+        and split_method(m)[0] not in (MAIN_METHOD, "clean") and v.final < ours.final
+    ]
+    for other in sorted(better, key=lambda v: v.final):
+        sentences.append(f"{where}: {other.method} leaves {_percent(other.final)} %, lower than {name}'s {_percent(ours.final)} %.")
+    if ours.final > ceiling:
+        clean = table.get(("clean", ours.victim, ours.size, ours.defence))
+        against = "" if clean is None else f" (clean training under the same defence: {_percent(clean.final)} %)"
+        sentences.append(
+            f"{where}: {name}'s victim reaches {_percent(ours.final)} %, above chance + "
+            f"{RECOVERY_MARGIN * 100:.0f} points, so this defence removes much of the protection{against}."
+        )
     return sentences
 
 
