@@ -60,6 +60,7 @@ class Schedule:
     transforms: robustness.Pool | None = None
     draws: int = 1  # draws averaged per step; cost grows with it
     transform_training: bool = False  # the surrogate also trains on transformed images
+    plain_view: bool = False  # each step also averages in the untransformed view (one more pass per step)
     # Achromatic δ: one signed step for all three channels, taken along the
     # luma-weighted gradient, so δ survives grayscale conversion and JPEG's
     # chroma subsampling untouched.
@@ -119,6 +120,12 @@ ROBUSTNESS = {
 ROBUSTNESS["eot-achromatic"] = {"transforms": robustness.Pool(), "draws": 1, "achromatic": True}
 ROBUSTNESS["achromatic"] = {"transforms": None, "draws": 1, "achromatic": True}
 ROBUSTNESS["eot-train"] = {"transforms": robustness.Pool(), "draws": 1, "transform_training": True}
+ROBUSTNESS["eot-half"] = {"transforms": robustness.Pool(identity=0.5), "draws": 1}
+ROBUSTNESS["eot-plain"] = {"transforms": robustness.Pool(), "draws": 1, "plain_view": True}
+ROBUSTNESS["eot-half-achromatic"] = {"transforms": robustness.Pool(identity=0.5), "draws": 1, "achromatic": True}
+ROBUSTNESS["eot-half-achromatic-train"] = {
+    "transforms": robustness.Pool(identity=0.5), "draws": 1, "achromatic": True, "transform_training": True,
+}
 DEFAULT_ROBUSTNESS = "standard"
 
 
@@ -202,10 +209,14 @@ def _sweep_loss(model: models.Classifier, x: torch.Tensor, y: torch.Tensor, meth
     if schedule.transforms is None:
         return _objective(model, _augment(x, schedule, generator), y, method)
     total = 0.0
+    views = schedule.draws
+    if schedule.plain_view:
+        total = _objective(model, _augment(x, schedule, generator), y, method)
+        views += 1
     for _ in range(schedule.draws):
         seen = robustness.random_transform(x, schedule.transforms, generator)
         total = total + _objective(model, _augment(seen, schedule, generator), y, method)
-    return total / schedule.draws
+    return total / views
 
 
 def _train_epoch(
