@@ -303,8 +303,8 @@ def images(
     robustness: Annotated[
         RobustnessName,
         typer.Option("--robustness", help="How hard δ is made to survive JPEG re-encoding, grayscale, blur and resizing. "
-                     "off: fastest, weakest after a re-encode. standard: about ROBUST_STANDARD_COST the crafting time of off. "
-                     "strong: about ROBUST_STRONG_COST, for heavy compression."),
+                     "off: weakest after a re-encode. standard: about the crafting time of off. "
+                     "strong: about 1.6 times the crafting time of off, slightly stronger."),
     ] = RobustnessName.standard,
     device: Annotated[DeviceName, typer.Option("--device", help="auto tries cuda, then mps, then cpu.")] = DeviceName.auto,
     seed: Annotated[

@@ -76,7 +76,7 @@ def test_random_transform_changes_textured_images() -> None:
 def test_achromatic_steps_give_gray_delta() -> None:
     x = cifar_batch(24)
     labels = torch.arange(24) % 3
-    schedule = engine.with_robustness(engine.dataclasses.replace(engine.FAST, max_epochs=2), "eot-achromatic")
+    schedule = engine.with_robustness(engine.dataclasses.replace(engine.FAST, max_epochs=2), "standard")
     delta = engine.craft(x, labels, epsilon=8 / 255, schedule=schedule, seed=0).delta
     inside = ((x + delta) > 0.02) & ((x + delta) < 0.98)  # away from the clamps at 0 and 1
     spread = (delta.amax(1) - delta.amin(1))[inside.all(1)]
@@ -86,3 +86,8 @@ def test_achromatic_steps_give_gray_delta() -> None:
 def test_unknown_robustness_preset_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown robustness preset 'extreme'"):
         engine.with_robustness(engine.FAST, "extreme")
+
+
+def test_strong_preset_scales_epochs() -> None:
+    assert engine.with_robustness(engine.FAST, "strong").max_epochs == 36
+    assert engine.with_robustness(engine.FAST, "off").max_epochs == 20
