@@ -55,7 +55,7 @@ class Schedule:
     augmentation: str = "flip"
     train_batch: int = 128
     craft_batch: int = 512
-    # Expectation over transformation: when set, each δ step sees every image
+    # Expectation over transformation: when set, each δ step passes every image
     # through one random draw of this pool (JPEG, grayscale, blur, resizing).
     transforms: robustness.Pool | None = None
     draws: int = 1  # draws averaged per step; cost grows with it
