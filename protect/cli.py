@@ -303,8 +303,9 @@ def images(
     robustness: Annotated[
         RobustnessName,
         typer.Option("--robustness", help="How hard δ is made to survive JPEG re-encoding, grayscale, blur and resizing. "
-                     "off: weakest after a re-encode. standard: about the crafting time of off. "
-                     "strong: about 1.6 times the crafting time of off, slightly stronger."),
+                     "off: strongest on files that reach a trainer untouched, weakest after a JPEG re-encode or grayscale. "
+                     "standard: holds up better after a re-encode, grayscale and resizing, at about the crafting time of off. "
+                     "strong: a little stronger than standard, at about 1.6 times the crafting time of off."),
     ] = RobustnessName.standard,
     device: Annotated[DeviceName, typer.Option("--device", help="auto tries cuda, then mps, then cpu.")] = DeviceName.auto,
     seed: Annotated[
