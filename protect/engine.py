@@ -60,7 +60,6 @@ class Schedule:
     transforms: robustness.Pool | None = None
     draws: int = 1  # draws averaged per step; cost grows with it
     transform_training: bool = False  # the surrogate also trains on transformed images
-    plain_view: bool = False  # each step also averages in the untransformed view (one more pass per step)
     # Achromatic δ: one signed step for all three channels, taken along the
     # luma-weighted gradient, so δ survives grayscale conversion and JPEG's
     # chroma subsampling untouched.
@@ -200,14 +199,10 @@ def _sweep_loss(model: models.Classifier, x: torch.Tensor, y: torch.Tensor, meth
     if schedule.transforms is None:
         return _objective(model, _augment(x, schedule, generator), y, method)
     total = 0.0
-    views = schedule.draws
-    if schedule.plain_view:
-        total = _objective(model, _augment(x, schedule, generator), y, method)
-        views += 1
     for _ in range(schedule.draws):
         seen = robustness.random_transform(x, schedule.transforms, generator)
         total = total + _objective(model, _augment(seen, schedule, generator), y, method)
-    return total / views
+    return total / schedule.draws
 
 
 def _train_epoch(

@@ -159,9 +159,6 @@ class Pool:
     blur_max: float = 1.0
     down_min: float = 0.5
     crop_area_min: float = 0.5
-    # Probability that an image is left as it is. None draws all six
-    # operations, identity included, with equal probability.
-    identity: float | None = None
 
 
 OPERATIONS = ("identity", "jpeg", "grayscale", "blur", "down-up", "crop")
@@ -170,12 +167,7 @@ OPERATIONS = ("identity", "jpeg", "grayscale", "blur", "down-up", "crop")
 def random_transform(x: torch.Tensor, pool: Pool, generator: torch.Generator) -> torch.Tensor:
     """Apply one operation of the pool, drawn per image, to each image of the batch."""
     b = x.shape[0]
-    if pool.identity is None:
-        choice = torch.randint(0, len(OPERATIONS), (b,), generator=generator)
-    else:
-        # OPERATIONS[0] is identity: keep it with that probability, else draw one of the others.
-        other = torch.randint(1, len(OPERATIONS), (b,), generator=generator)
-        choice = torch.where(torch.rand(b, generator=generator) < pool.identity, 0, other)
+    choice = torch.randint(0, len(OPERATIONS), (b,), generator=generator)
     parts = []
     order = []
     for index, name in enumerate(OPERATIONS):

@@ -53,7 +53,8 @@ def test_jpeg_handles_sizes_not_multiple_of_16() -> None:
 
 def test_grayscale_equalises_channels() -> None:
     y = robustness.grayscale(torch.rand(2, 3, 8, 8))
-    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    assert torch.equal(y[:, 0], y[:, 1])
+    assert torch.equal(y[:, 1], y[:, 2])
 
 
 def test_random_transform_keeps_each_image_in_its_row() -> None:
