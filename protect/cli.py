@@ -464,6 +464,18 @@ def _finite(value):
     return value
 
 
+# Row names of verify's summary table; the JSON output keeps the keys.
+_SUMMARY_LABELS = {
+    "missing_outputs": "missing outputs",
+    "extra_files": "extra files",
+    "max_linf_levels": "max L-inf (levels)",
+    "max_codec_linf_levels": "max codec L-inf (levels)",
+    "mean_psnr_db": "mean PSNR (dB)",
+    "mean_ssim": "mean SSIM",
+    "epsilon_levels": "budget ε (levels)",
+}
+
+
 def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) -> None:
     rows = [c for c in checks if show_all or not c.passed]
     if rows:
@@ -483,8 +495,15 @@ def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) 
 
     table = Table(title="protect verify", show_header=False)
     for key, value in summary.items():
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(_SUMMARY_LABELS.get(key, key.replace("_", " ")), str(value))
     stdout.print(table)
+    if summary.get("max_codec_linf_levels"):
+        stdout.print(
+            f"JPEG outputs are checked on 8x8 block means against {summary['epsilon_levels']} levels: "
+            f"re-encoding alone moved single pixels by up to {summary['max_codec_linf_levels']} levels, "
+            "so their per-pixel L-inf can exceed the budget.",
+            highlight=False,
+        )
     for path in pairing.missing:
         stdout.print(f"[red]missing output:[/] {path}", highlight=False)
     for path in pairing.extra:

@@ -75,6 +75,16 @@ def test_intact_jpeg_output_passes(protected_photos) -> None:
     originals, out = protected_photos
     result = verify(originals, out, "--no-probe")
     assert result.exit_code == 0, result.output
+    # The summary explains why the pixel L-inf of JPEG outputs may exceed ε.
+    assert "8x8 block means" in result.output
+    assert "max codec L-inf (levels)" in result.output
+
+
+def test_png_summary_has_no_codec_explanation(protected_png) -> None:
+    originals, out = protected_png
+    result = verify(originals, out, "--no-probe")
+    assert "max L-inf (levels)" in result.output
+    assert "8x8 block means" not in result.output
 
 
 def test_missing_output_fails(protected_png) -> None:
