@@ -80,7 +80,7 @@ def test_intact_jpeg_output_passes(protected_photos) -> None:
     assert "max codec L-inf (levels)" in result.output
 
 
-def test_png_summary_has_no_codec_explanation(protected_png) -> None:
+def test_png_summary_omits_codec_note(protected_png) -> None:
     originals, out = protected_png
     result = verify(originals, out, "--no-probe")
     assert "max L-inf (levels)" in result.output
