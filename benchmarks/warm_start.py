@@ -6,7 +6,7 @@
 --data is CIFAR-10 as JPEG files in train/<class>/ and test/<class>/ (the
 unpacked cifar10-jpg archive). The first --per-class training images of each
 class (sorted by name) are protected in-process with the engine's `fast`
-schedule, once per run: `cold:N` starts the surrogate from random weights,
+schedule and the --robustness preset (default: the CLI's), once per run: `cold:N` starts the surrogate from random weights,
 `warm:N` from the shipped encoder, N being the outer epochs. The protected
 images are rounded to 8 bits, as a lossless file keeps them, and a fresh
 vgg-cnn victim trains on them for 20 epochs and is tested on the first
@@ -51,6 +51,7 @@ def main() -> None:
                         help="cold:N or warm:N, N outer epochs; the clean victim runs last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--victim-epochs", type=int, default=20)
+    parser.add_argument("--robustness", choices=sorted(engine.ROBUSTNESS), default=engine.DEFAULT_ROBUSTNESS)
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
 
@@ -61,7 +62,7 @@ def main() -> None:
 
     for run in args.runs:
         start, epochs = run.split(":")
-        schedule = dataclasses.replace(engine.FAST, max_epochs=int(epochs))
+        schedule = dataclasses.replace(engine.with_robustness(engine.FAST, args.robustness), max_epochs=int(epochs))
         started = time.monotonic()
         crafted = engine.craft(
             train_x, train_y, epsilon=8 / 255, schedule=schedule, seed=args.seed,
@@ -71,7 +72,7 @@ def main() -> None:
         protected = ((train_x + crafted.delta).clamp(0, 1) * 255).round() / 255  # as an 8-bit file stores it
         victim = training.train_victim(protected, train_y, test_x, test_y, epochs=args.victim_epochs, seed=args.seed)
         rows.append({
-            "run": run, "seconds": round(seconds, 1), "final": victim.final, "peak": victim.peak,
+            "run": run, "robustness": args.robustness, "seconds": round(seconds, 1), "final": victim.final, "peak": victim.peak,
             "surrogate_accuracy": [round(h.train_accuracy, 4) for h in crafted.history],
         })
         print(f"{run}: crafting {seconds:.0f} s, victim final {victim.final:.1%}, peak {victim.peak:.1%}",
