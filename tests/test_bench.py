@@ -122,6 +122,17 @@ def test_findings_name_where_mi_ue_loses() -> None:
     assert not any("defence none" in s for s in found)
 
 
+def test_findings_weak_without_defence() -> None:
+    def victim(method: str, final: float) -> harness.VictimResult:
+        return harness.VictimResult(method, "vgg-cnn", "none", 32, 10, final, final, [final], 1.0)
+
+    results = harness.Results(plan={}, classes=list("abcdefghij"), chance=0.1)
+    results.victims = [victim("clean", 0.60), victim("mi-ue", 0.31)]
+    found = report.findings(results)
+    assert any("31.0 %" in s and "weak even on files that reach the trainer untouched" in s for s in found)
+    assert not any("this defence removes" in s for s in found)
+
+
 def test_jpeg_defence_changes_pixels_within_range() -> None:
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = defences.preprocess("jpeg10", x)

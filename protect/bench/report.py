@@ -111,9 +111,13 @@ def _compare(table: dict[tuple[str, str, int, str], VictimResult], ours: VictimR
     if ours.final > ceiling:
         clean = table.get(("clean", ours.victim, ours.size, ours.defence))
         against = "" if clean is None else f" (clean training under the same defence: {_percent(clean.final)} %)"
+        if ours.defence == "none":
+            verdict = "so the protection is weak even on files that reach the trainer untouched"
+        else:
+            verdict = "so this defence removes much of the protection"
         sentences.append(
             f"{where}: {name}'s victim reaches {_percent(ours.final)} %, above chance + "
-            f"{RECOVERY_MARGIN * 100:.0f} points, so this defence removes much of the protection{against}."
+            f"{RECOVERY_MARGIN * 100:.0f} points, {verdict}{against}."
         )
     return sentences
 
