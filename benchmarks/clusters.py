@@ -64,14 +64,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
     parser.add_argument("--size", type=int, default=64, help="victim input size in pixels")
     parser.add_argument("--protect-args", default="", help="extra options for protect images, space-separated")
+    parser.add_argument("--cluster-args", nargs="+", default=[""],
+                        help="extra options for the clustered runs only, such as '--robustness standard'; "
+                        "each value is one more clustered run per k ('' for none). A '--labels FILE' "
+                        "here replaces the clusters with a manifest, because the last --labels wins")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip protect images for a condition whose output and report already exist in --results")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     extra = args.protect_args.split()
 
     conditions = {"true labels": ["--labels", "folders"]}
     for k in args.clusters or [None]:
-        name = "clusters" if k is None else f"clusters k={k}"
-        conditions[name] = ["--labels", "cluster"] + ([] if k is None else ["--clusters", str(k)])
+        for cluster_args in args.cluster_args:
+            name = "clusters" if k is None else f"clusters k={k}"
+            if cluster_args:
+                name += f" ({cluster_args})"
+            conditions[name] = ["--labels", "cluster"] + ([] if k is None else ["--clusters", str(k)]) + cluster_args.split()
 
     found = files.discover(args.photos).images
     relatives = [image.relative for image in found]
@@ -80,11 +89,15 @@ def main() -> None:
     record: dict = {"photos": len(found), "classes": len(class_names), "conditions": {}}
     versions = {"clean": load([image.path for image in found], args.size)}
     for name, options in conditions.items():
-        slug = name.replace(" ", "-").replace("=", "")
+        slug = "".join(c for c in name.replace(" ", "-") if c.isalnum() or c in "-.")
         out, report_path = args.results / slug, args.results / f"{slug}.json"
-        seconds = run_protect(args.photos, out, report_path, args.seed, *options, *extra)
+        if args.reuse and report_path.exists() and out.is_dir():
+            print(f"reusing {out}", file=sys.stderr, flush=True)
+            seconds = None
+        else:
+            seconds = run_protect(args.photos, out, report_path, args.seed, *options, *extra)
         report = json.loads(report_path.read_text())
-        entry = {"options": options, "seconds": round(seconds, 1), "classes": len(report["classes"])}
+        entry = {"options": options, "seconds": None if seconds is None else round(seconds, 1), "classes": len(report["classes"])}
         if report["clusters"] is not None:
             entry |= {"k": report["clusters"]["k"], "rule": report["clusters"]["rule"],
                       "purity": round(purity(report), 4), "sizes": list(report["clusters"]["sizes"].values())}
