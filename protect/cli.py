@@ -356,7 +356,7 @@ def images(
         typer.Option(
             "--warm-start/--no-warm-start",
             help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only; "
-            "its effect on protection is not yet measured).",
+            "measured weaker: on 2,000 CIFAR-10 images a victim reached 40.6 % against 29.7 % from a cold start).",
         ),
     ] = False,
     dry_run: Annotated[
