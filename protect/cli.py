@@ -477,6 +477,8 @@ _SUMMARY_LABELS = {
 
 
 def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) -> None:
+    from protect.probe import MIN_MI_SAMPLES
+
     rows = [c for c in checks if show_all or not c.passed]
     if rows:
         table = Table(title="pairs" if show_all else "failing pairs")
@@ -511,18 +513,26 @@ def _verify_table(checks, pairing, summary: dict, probe_result, show_all: bool) 
     if probe_result is not None:
         verdict = "[green]pass[/]" if probe_result.passed else "[red]fail[/]"
         if not probe_result.conclusive:
-            verdict = "[yellow]inconclusive[/] (the clean control did not learn either; use more images)"
+            verdict = f"[yellow]inconclusive[/] ({probe_result.inconclusive_reason})"
+        gap = probe_result.clean_accuracy - probe_result.protected_accuracy
         stdout.print(
-            f"probe: protected {probe_result.protected_accuracy:.1%}, clean {probe_result.clean_accuracy:.1%}, "
-            f"chance {probe_result.chance:.1%}, gap {probe_result.clean_accuracy - probe_result.protected_accuracy:+.1%}; "
-            f"rule: {probe_result.rule}: {verdict}",
+            f"probe: accuracy on clean test images after training on protected files {probe_result.protected_accuracy:.1%}, "
+            f"on clean files {probe_result.clean_accuracy:.1%}, chance {probe_result.chance:.1%}, "
+            f"protection lowered it by {gap * 100:.1f} points; rule: {probe_result.rule}: {verdict}",
             highlight=False,
         )
-        stdout.print(
-            f"mutual information (nats, clean vs protected features): model trained on protected files "
-            f"{probe_result.mi_protected_model:.2f}, clean control {probe_result.mi_clean_model:.2f}",
-            highlight=False,
-        )
+        if probe_result.mi_protected_model is None:
+            stdout.print(
+                f"mutual information: not estimated from {probe_result.test_images} test images "
+                f"(it needs at least {MIN_MI_SAMPLES})",
+                highlight=False,
+            )
+        else:
+            stdout.print(
+                f"mutual information (nats, clean vs protected features): model trained on protected files "
+                f"{probe_result.mi_protected_model:.2f}, clean control {probe_result.mi_clean_model:.2f}",
+                highlight=False,
+            )
 
 
 @app.command()
@@ -538,7 +548,7 @@ def verify(
     allow_stripped: Annotated[bool, typer.Option("--allow-stripped", help="Accept outputs whose EXIF or ICC metadata was removed on purpose.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of tables.")] = False,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a PNG grid of original, protected and amplified difference.")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="List every pair, not only failing ones.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every pair, not only failing ones (up to 30 pairs are always listed).")] = False,
     device: Annotated[DeviceName, typer.Option("--device", help="Device for the probe.")] = DeviceName.auto,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the probe's split and training.")] = 0,
 ) -> None:
@@ -629,12 +639,14 @@ def verify(
             "extra": [str(p) for p in pairing.extra],
             "probe": None if probe_result is None else probe_result.__dict__ | {
                 "passed": probe_result.passed, "conclusive": probe_result.conclusive, "rule": probe_result.rule,
+                "inconclusive_reason": probe_result.inconclusive_reason,
             },
             "probe_skipped": None if probe else probe_note,
             "passed": not failed and not pairing.missing and not probe_failed,
         }
         sys.stdout.write(json.dumps(_finite(report), indent=2, default=str, allow_nan=False) + "\n")
     else:
+        # A short listing costs little to read, so up to 30 pairs are always shown.
         _verify_table(results, pairing, summary, probe_result, show_all or len(results) <= 30)
 
     for c in failed:

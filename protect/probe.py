@@ -34,17 +34,21 @@ PCA_DIMENSIONS = 8
 # Below this many test images one image moves accuracy by over 2.5 points,
 # too coarse to judge a 10-point margin.
 MIN_TEST_IMAGES = 40
+# The MI estimate fits the covariance of a (2 x PCA_DIMENSIONS)-dimensional
+# joint. With fewer than 10 samples per dimension it reflects the sample
+# noise and the ridge more than the models, so it is not reported.
+MIN_MI_SAMPLES = 10 * 2 * PCA_DIMENSIONS
 
 
 @dataclass
 class ProbeResult:
-    """Accuracies in [0, 1] on the clean test part, and MI estimates in nats."""
+    """Accuracies in [0, 1] on the clean test part, and MI estimates in nats (None: too few test images)."""
 
     protected_accuracy: float
     clean_accuracy: float
     chance: float
-    mi_protected_model: float
-    mi_clean_model: float
+    mi_protected_model: float | None
+    mi_clean_model: float | None
     train_images: int
     test_images: int
     size: int
@@ -53,6 +57,19 @@ class ProbeResult:
     def conclusive(self) -> bool:
         """Whether the probe can judge: enough test images, and a control that learned."""
         return self.test_images >= MIN_TEST_IMAGES and self.clean_accuracy > self.chance + PASS_MARGIN
+
+    @property
+    def inconclusive_reason(self) -> str | None:
+        """Return why the probe cannot judge, or None when it can."""
+        reasons = []
+        if self.test_images < MIN_TEST_IMAGES:
+            reasons.append(f"only {self.test_images} test images, fewer than {MIN_TEST_IMAGES}")
+        if self.clean_accuracy <= self.chance + PASS_MARGIN:
+            reasons.append("the clean control did not beat chance + 10 points either")
+        if not reasons:
+            return None
+        # The test part is a fifth of each class, so MIN_TEST_IMAGES needs about five times as many images.
+        return "; ".join(reasons) + f"; use at least {5 * MIN_TEST_IMAGES} images, more for many classes"
 
     @property
     def passed(self) -> bool:
@@ -149,9 +166,11 @@ def run_probe(
             keep_model=True,
         )
         scores[name] = result.final
-        mi[name] = gaussian_mi(
-            _features(result.model, test_clean, device), _features(result.model, test_protected, device)
-        )
+        mi[name] = None
+        if len(test) >= MIN_MI_SAMPLES:
+            mi[name] = gaussian_mi(
+                _features(result.model, test_clean, device), _features(result.model, test_protected, device)
+            )
     return ProbeResult(
         protected_accuracy=scores["protected"],
         clean_accuracy=scores["clean"],

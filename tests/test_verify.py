@@ -193,8 +193,22 @@ def test_probe_reports_accuracies_and_mi(tmp_path: Path) -> None:
     assert report["probe"]["test_images"] == 4
     assert report["probe"]["chance"] == 0.5
     assert 0 <= report["probe"]["protected_accuracy"] <= 1
-    assert report["probe"]["mi_clean_model"] >= 0
+    # 4 test images are far too few for the 16-dimensional MI estimate.
+    assert report["probe"]["mi_clean_model"] is None
+    assert report["probe"]["mi_protected_model"] is None
     assert report["probe"]["rule"] == "protected accuracy <= chance + 10 points"
+    assert "only 4 test images" in report["probe"]["inconclusive_reason"]
+
+
+def test_probe_reason_names_weak_control() -> None:
+    weak = probe.ProbeResult(0.2, 0.15, 0.1, 1.0, 2.0, train_images=800, test_images=200, size=32)
+    assert weak.inconclusive_reason is not None
+    assert "clean control" in weak.inconclusive_reason
+    assert "test images" not in weak.inconclusive_reason
+
+    able = probe.ProbeResult(0.2, 0.6, 0.1, 1.0, 2.0, train_images=800, test_images=200, size=32)
+    assert able.inconclusive_reason is None
+    assert able.conclusive
 
 
 def test_unprotected_copy_fails(cifar_png: Path, tmp_path: Path) -> None:
