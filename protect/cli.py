@@ -126,7 +126,9 @@ def _progress() -> Progress:
     )
 
 
-def _write_report(path: Path, result, settings, seconds: float, ignored: list[Path], labels_source: str) -> None:
+def _write_report(
+    path: Path, result, settings, seconds: float, ignored: list[Path], labels_source: str, robustness: str
+) -> None:
     entries = [
         {
             "source": str(o.source),
@@ -149,6 +151,9 @@ def _write_report(path: Path, result, settings, seconds: float, ignored: list[Pa
             "method": settings.method,
             "device": str(settings.device),
             "seed": settings.seed,
+            "robustness": robustness,
+            "outer_epochs": settings.schedule.max_epochs,
+            "warm_start": settings.warm_start,
         },
         "labels": labels_source,
         "classes": result.classes,
@@ -220,7 +225,7 @@ def _phase_progress(bars: Progress):
     return progress
 
 
-def _dry_run(found, destination: Optional[Path], plan, settings) -> None:
+def _dry_run(found, destination: Optional[Path], plan, settings, seed_drawn: bool) -> None:
     """Print each image's class and output, then exit 0 (2 when the grouping is invalid)."""
     from protect import encoder, labels, pipeline
 
@@ -248,6 +253,10 @@ def _dry_run(found, destination: Optional[Path], plan, settings) -> None:
                  f"{len(found.ignored)} other files ignored; nothing was written", highlight=False)
     if clusters is not None:
         stdout.print(f"labels from clustering: {_describe_clusters(clusters)}", highlight=False)
+        if seed_drawn:
+            # k-means starts from the seed, so another seed can group the images differently.
+            stdout.print(f"the clusters depend on the seed: pass --seed {settings.seed} to the real run to keep them",
+                         highlight=False)
     raise typer.Exit(EXIT_OK)
 
 
@@ -302,10 +311,11 @@ def images(
     ] = MethodName.mi_ue,
     robustness: Annotated[
         RobustnessName,
-        typer.Option("--robustness", help="How hard δ is made to survive JPEG re-encoding, grayscale, blur and resizing. "
-                     "off: strongest on files that reach a trainer untouched, weakest after a JPEG re-encode or grayscale. "
-                     "standard: holds up better after a re-encode, grayscale and resizing, at about the crafting time of off. "
-                     "strong: a little stronger than standard, at about 1.6 times the crafting time of off."),
+        typer.Option("--robustness", help="How hard the perturbation is made to survive JPEG re-encoding, grayscale, "
+                     "blur and resizing. off: strongest on files that reach a trainer untouched, weakest after a JPEG "
+                     "re-encode or grayscale. standard: holds up after a re-encode, grayscale and resizing, at about the "
+                     "crafting time of off. strong: as standard, with up to 3 points lower model accuracy in tests, at "
+                     "about 1.6 times the crafting time of off."),
     ] = RobustnessName.standard,
     device: Annotated[DeviceName, typer.Option("--device", help="auto tries cuda, then mps, then cpu.")] = DeviceName.auto,
     seed: Annotated[
@@ -355,8 +365,8 @@ def images(
         bool,
         typer.Option(
             "--warm-start/--no-warm-start",
-            help="Start the crafting surrogate from the shipped encoder's weights instead of random ones (fast schedule only; "
-            "measured weaker: on 2,000 CIFAR-10 images a victim reached 40.6 % against 29.7 % from a cold start).",
+            help="Start the model that crafts the perturbation from the shipped encoder's weights instead of random "
+            "ones (fast schedule only). Not recommended: in tests it protected less at the same crafting time.",
         ),
     ] = False,
     dry_run: Annotated[
@@ -390,7 +400,8 @@ def images(
 
         saved = state.RunState(destination).saved_settings()
         seed = None if saved is None else saved["seed"]
-    if seed is None:
+    seed_drawn = seed is None
+    if seed_drawn:
         seed = secrets.randbelow(2**31)
     metadata = "keep"
     if strip_metadata:
@@ -420,8 +431,14 @@ def images(
         f"robustness {robustness.value}",
         highlight=False,
     )
+    if plan.clustered:
+        stderr.print(
+            f"note: {len(plan.clustered)} images are grouped by clustering, which protects far less than true labels "
+            "(see Known limits in the README); give them labels by folders or a manifest where you can",
+            highlight=False,
+        )
     if dry_run:
-        _dry_run(found, destination, plan, settings)
+        _dry_run(found, destination, plan, settings, seed_drawn=seed_drawn)
 
     started = time.monotonic()
     with _progress() as bars:
@@ -445,7 +462,7 @@ def images(
             stderr.print(f"[yellow]{outcome.status}:[/] {outcome.source}: {outcome.error}", highlight=False)
     stdout.print(_summary(result, settings, seconds, len(found.ignored)))
     if report is not None:
-        _write_report(report, result, settings, seconds, found.ignored, plan.source)
+        _write_report(report, result, settings, seconds, found.ignored, plan.source, robustness.value)
 
     if all(o.status == pipeline.PROTECTED for o in result.outcomes):
         raise typer.Exit(EXIT_OK)

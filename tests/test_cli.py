@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def protect(*args: str, epochs: int = 2):
-    # Two outer epochs instead of the default's ten keep each run to seconds.
+    # Two outer epochs instead of the default 20 keep each run to seconds.
     return runner.invoke(app, ["images", *map(str, args), "--epochs", str(epochs)])
 
 
@@ -125,6 +125,10 @@ def test_report_lists_every_input(photo_folder: Path, tmp_path: Path) -> None:
     assert len(protected) == 6
     assert all(0 < e["energy_retained"] <= 1 for e in protected)
     assert {e["label"] for e in protected} == {p.name for p in photo_folder.iterdir()}
+    settings = json.loads(report.read_text())["settings"]
+    assert settings["robustness"] == "standard"
+    assert settings["outer_epochs"] == 2  # the helper passes --epochs 2
+    assert settings["warm_start"] is False
 
 
 def test_same_seed_same_bytes(cifar_png: Path, tmp_path: Path) -> None:

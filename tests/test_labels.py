@@ -212,6 +212,17 @@ def test_flat_folder_defaults_to_clusters_in_report(cifar_png: Path, tmp_path: P
     assert sum(data["clusters"]["sizes"].values()) == 24
     assert all(entry["label"] == assignment[Path(entry["source"]).name] for entry in data["images"])
     assert "clusters" in result.output
+    assert "grouped by clustering, which protects far less" in result.output
+
+
+def test_dry_run_clusters_print_drawn_seed(cifar_png: Path, tmp_path: Path) -> None:
+    drawn = protect(cifar_png, "--out", tmp_path / "out", "--labels", "flat", "--clusters", 4, "--dry-run")
+    seeded = protect(cifar_png, "--out", tmp_path / "out", "--labels", "flat", "--clusters", 4, "--seed", 3, "--dry-run")
+
+    assert drawn.exit_code == 0, drawn.output
+    assert "pass --seed " in drawn.output
+    assert seeded.exit_code == 0, seeded.output
+    assert "pass --seed" not in seeded.output
 
 
 def test_labels_flat_ignores_subfolders(cifar_png: Path, tmp_path: Path) -> None:
