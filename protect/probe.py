@@ -56,7 +56,7 @@ class ProbeResult:
     @property
     def conclusive(self) -> bool:
         """Whether the probe can judge: enough test images, and a control that learned."""
-        return self.test_images >= MIN_TEST_IMAGES and self.clean_accuracy > self.chance + PASS_MARGIN
+        return self.inconclusive_reason is None
 
     @property
     def inconclusive_reason(self) -> str | None:
@@ -65,7 +65,7 @@ class ProbeResult:
         if self.test_images < MIN_TEST_IMAGES:
             reasons.append(f"only {self.test_images} test images, fewer than {MIN_TEST_IMAGES}")
         if self.clean_accuracy <= self.chance + PASS_MARGIN:
-            reasons.append("the clean control did not beat chance + 10 points either")
+            reasons.append(f"the clean control did not beat chance + {PASS_MARGIN * 100:.0f} points either")
         if not reasons:
             return None
         # The test part is a fifth of each class, so MIN_TEST_IMAGES needs about five times as many images.
