@@ -311,11 +311,11 @@ def images(
     ] = MethodName.mi_ue,
     robustness: Annotated[
         RobustnessName,
-        typer.Option("--robustness", help="How hard the perturbation is made to survive JPEG re-encoding, grayscale, "
-                     "blur and resizing. off: strongest on files that reach a trainer untouched, weakest after a JPEG "
-                     "re-encode or grayscale. standard: holds up after a re-encode, grayscale and resizing, at about the "
-                     "crafting time of off. strong: as standard, with up to 3 points lower model accuracy in tests, at "
-                     "about 1.6 times the crafting time of off."),
+        typer.Option("--robustness", help="What the perturbation is made to survive. off: files that reach a trainer "
+                     "untouched only; a JPEG re-encode or grayscale removes much of it. standard: JPEG re-encoding "
+                     "as upload platforms do it and grayscale, with part of it shared by each label's images. "
+                     "strong: also blur, resizing and JPEG at low quality, at some cost on untouched files. "
+                     "All three take about the same crafting time."),
     ] = RobustnessName.standard,
     device: Annotated[DeviceName, typer.Option("--device", help="auto tries cuda, then mps, then cpu.")] = DeviceName.auto,
     seed: Annotated[

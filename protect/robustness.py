@@ -143,15 +143,18 @@ def resized_crop(x: torch.Tensor, generator: torch.Generator, min_area: float = 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+OPERATIONS = ("identity", "jpeg", "grayscale", "blur", "down-up", "crop")
+
+
 @dataclass(frozen=True)
 class Pool:
     """The transformations drawn from, and their ranges.
 
-    Each image in a batch gets one draw: a JPEG quality from
-    [jpeg_min, jpeg_max], grayscale, a blur of sigma up to blur_max pixels
-    (scaled from 32-pixel images), a down-and-up resize to down_min..0.9 of its
-    side, a resized crop, or nothing. Flips and shifts stay with the engine's
-    augmentation.
+    Each image in a batch gets one draw, with equal chances, from
+    `operations`: a JPEG quality from [jpeg_min, jpeg_max], grayscale, a blur
+    of sigma up to blur_max pixels (scaled from 32-pixel images), a
+    down-and-up resize to down_min..0.9 of its side, a resized crop, or
+    nothing ("identity"). Flips and shifts stay with the engine's augmentation.
     """
 
     jpeg_min: float = 30
@@ -159,18 +162,23 @@ class Pool:
     blur_max: float = 1.0
     down_min: float = 0.5
     crop_area_min: float = 0.5
+    operations: tuple[str, ...] = OPERATIONS
 
-
-OPERATIONS = ("identity", "jpeg", "grayscale", "blur", "down-up", "crop")
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.operations if name not in OPERATIONS]
+        if unknown or not self.operations:
+            raise ValueError(f"pool operations must be some of {', '.join(OPERATIONS)}, got {self.operations}")
+        if not 1 <= self.jpeg_min <= self.jpeg_max <= 100:
+            raise ValueError(f"JPEG qualities must satisfy 1 <= jpeg_min <= jpeg_max <= 100, got {self.jpeg_min}, {self.jpeg_max}")
 
 
 def random_transform(x: torch.Tensor, pool: Pool, generator: torch.Generator) -> torch.Tensor:
     """Apply one operation of the pool, drawn per image, to each image of the batch."""
     b = x.shape[0]
-    choice = torch.randint(0, len(OPERATIONS), (b,), generator=generator)
+    choice = torch.randint(0, len(pool.operations), (b,), generator=generator)
     parts = []
     order = []
-    for index, name in enumerate(OPERATIONS):
+    for index, name in enumerate(pool.operations):
         members = (choice == index).nonzero().flatten()
         if members.numel() == 0:
             continue

@@ -133,3 +133,30 @@ def test_warm_start_rejects_other_architecture() -> None:
     state = models.build("vgg-cnn", 10).state_dict()
     with pytest.raises(encoder.WeightsError, match="missing keys: backbone"):
         engine.craft(images, labels, epsilon=EPSILON, schedule=QUICK, seed=0, initial_state=state)
+
+
+def test_class_pattern_is_shared_within_class() -> None:
+    images, labels = load_cifar(classes=3, per_class=8)
+    schedule = dataclasses.replace(QUICK, class_share=0.5)
+    result = engine.craft(images, labels, epsilon=EPSILON, schedule=schedule, seed=3)
+
+    assert result.pattern is not None
+    assert result.pattern.shape == (3, *images.shape[1:])
+    assert result.pattern.abs().max() <= EPSILON * 0.5 + 1e-7
+    assert result.pattern.abs().max() > 0
+    assert result.delta.abs().max() <= EPSILON + 1e-7
+    protected = images + result.delta
+    assert protected.min() >= 0
+    assert protected.max() <= 1
+
+    # Away from the pixel range's ends, each image's δ minus its class's
+    # pattern is its own part, which stays within the other half of ε.
+    own = result.delta - result.pattern[labels]
+    inside = ((images > 0.1) & (images < 0.9)).expand_as(own)
+    assert own[inside].abs().max() <= EPSILON * 0.5 + 1e-6
+
+
+def test_craft_rejects_class_share_of_one() -> None:
+    images, labels = load_cifar(classes=2, per_class=2)
+    with pytest.raises(ValueError, match="class_share"):
+        engine.craft(images, labels, epsilon=EPSILON, schedule=dataclasses.replace(QUICK, class_share=1.0))

@@ -74,6 +74,21 @@ def test_random_transform_changes_textured_images() -> None:
     assert 0 < int(changed.sum()) < 24  # identity draws leave some images as they were
 
 
+def test_pool_draws_only_its_operations() -> None:
+    x = cifar_batch(12)
+    gray_only = robustness.Pool(operations=("grayscale",))
+    assert torch.equal(robustness.random_transform(x, gray_only, torch.Generator().manual_seed(0)),
+                       robustness.grayscale(x))
+    jpeg_only = robustness.Pool(operations=("jpeg",))
+    y = robustness.random_transform(x, jpeg_only, torch.Generator().manual_seed(0))
+    assert bool(((y - x).abs().flatten(1).amax(1) > 1 / 255).all())  # no image is left as it was
+
+
+def test_pool_rejects_unknown_operation() -> None:
+    with pytest.raises(ValueError, match="got \\('jpeg', 'sharpen'\\)"):
+        robustness.Pool(operations=("jpeg", "sharpen"))
+
+
 def test_achromatic_steps_give_gray_delta() -> None:
     x = cifar_batch(24)
     labels = torch.arange(24) % 3
@@ -89,6 +104,14 @@ def test_unknown_robustness_preset_is_rejected() -> None:
         engine.with_robustness(engine.FAST, "extreme")
 
 
-def test_strong_preset_scales_epochs() -> None:
-    assert engine.with_robustness(engine.FAST, "strong").max_epochs == 36
-    assert engine.with_robustness(engine.FAST, "off").max_epochs == 20
+def test_robust_presets_craft_a_class_pattern() -> None:
+    x = cifar_batch(24)
+    labels = torch.arange(24) % 3
+    for preset, share in (("standard", 0.5), ("strong", 0.75)):
+        schedule = engine.with_robustness(engine.dataclasses.replace(engine.FAST, max_epochs=2), preset)
+        assert schedule.max_epochs == 2  # presets change what δ meets, not how long crafting runs
+        pattern = engine.craft(x, labels, epsilon=8 / 255, schedule=schedule, seed=0).pattern
+        assert pattern is not None and pattern.shape == (3, 3, 32, 32)
+        assert 0 < float(pattern.abs().max()) <= share * 8 / 255 + 1e-7
+    off = engine.with_robustness(engine.dataclasses.replace(engine.FAST, max_epochs=1), "off")
+    assert engine.craft(x, labels, epsilon=8 / 255, schedule=off, seed=0).pattern is None
