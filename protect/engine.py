@@ -240,10 +240,10 @@ def _train_epoch(
         if idx.numel() < 2:  # batch norm needs two samples
             continue
         y = labels[idx].to(device)
-        x = images[idx].to(device) + delta[idx].to(device)
+        own = delta[idx].to(device)
         if pattern is not None:
-            x = x + pattern[y]
-        x = x.clamp(0, 1)
+            own = own + pattern[y]
+        x = (images[idx].to(device) + own).clamp(0, 1)
         if schedule.transform_training and schedule.transforms is not None:
             x = robustness.random_transform(x, schedule.transforms, generator)
         logits = model(_augment(x, schedule, generator))
