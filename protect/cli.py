@@ -177,6 +177,8 @@ def _plan_labels(images, spec: Optional[str], unlabelled: str, clusters: Optiona
 
     spec = spec or labels.default_mode(images)
     is_manifest = spec not in labels.MODES
+    if is_manifest and not Path(spec).exists() and Path(spec).suffix.lower() not in (".csv", ".json"):
+        raise _fail(f"--labels {spec}: use one of {', '.join(labels.MODES)}, or the path of a .csv or .json manifest")
     if unlabelled == "cluster" and not is_manifest:
         raise _fail(f"--unlabelled applies to a manifest; --labels {spec} has no unlabelled images")
     clusters_everything = spec in (labels.FLAT, labels.CLUSTER)
@@ -386,6 +388,11 @@ def images(
         raise _fail(f"no images found under {source} ({len(found.ignored)} other files ignored)", EXIT_NO_IMAGES)
 
     plan = _plan_labels(found.images, labels_spec, unlabelled.value, clusters)  # fail before any slow work
+    if destination is not None:
+        try:
+            pipeline.check_outputs(found.images, destination)
+        except pipeline.ForeignOutput as error:
+            raise _fail(str(error)) from None
     if strip_metadata and strip_gps:
         raise _fail("give either --strip-metadata or --strip-gps, not both")
 
@@ -446,7 +453,7 @@ def images(
 
         try:
             result = pipeline.protect_images(found.images, source, destination, settings, progress, resume, plan)
-        except (labels.LabelError, pipeline.ResumeMismatch, encoder.WeightsError) as error:
+        except (labels.LabelError, pipeline.ResumeMismatch, pipeline.ForeignOutput, encoder.WeightsError) as error:
             raise _fail(str(error)) from None
         except KeyboardInterrupt:
             if destination is None:

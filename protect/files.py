@@ -175,6 +175,39 @@ class ImageTooLarge(Exception):
     reason = "too many pixels"
 
 
+def _has_marker(im: Image.Image) -> bool:
+    """Return whether an opened image carries MARKER in any of the places encode() writes it."""
+    comment = im.info.get("comment", b"")
+    xmp = im.info.get("xmp", b"")
+    description = im.tag_v2.get(_TIFF_DESCRIPTION, "") if hasattr(im, "tag_v2") else ""
+    return (
+        im.info.get(MARKER) is not None
+        or (isinstance(comment, bytes) and comment.startswith(MARKER.encode()))
+        or (isinstance(xmp, bytes) and MARKER.encode() in xmp)
+        or (isinstance(description, str) and description.startswith(MARKER))
+    )
+
+
+def is_output(path: Path) -> bool:
+    """Return whether the file at `path` is an image this tool wrote (it carries MARKER).
+
+    JPEG, WebP and TIFF keep the marker in their headers, which opening
+    reads. A PNG may keep its text after the pixels, so a PNG without it in
+    the header is decoded once to be sure. A file that is not a readable
+    image is not an output.
+    """
+    try:
+        with Image.open(path) as im:
+            if _has_marker(im):
+                return True
+            if im.format == "PNG":
+                im.load()
+                return _has_marker(im)
+            return False
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode `path`, keeping the stored pixel orientation and the metadata.
 
@@ -195,15 +228,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             fmt = im.format or ""
             exif = im.info.get("exif")
             icc = im.info.get("icc_profile")
-            comment = im.info.get("comment", b"")
-            xmp = im.info.get("xmp", b"")
-            description = im.tag_v2.get(_TIFF_DESCRIPTION, "") if hasattr(im, "tag_v2") else ""
-            marked = (
-                im.info.get(MARKER) is not None
-                or (isinstance(comment, bytes) and comment.startswith(MARKER.encode()))
-                or (isinstance(xmp, bytes) and MARKER.encode() in xmp)
-                or (isinstance(description, str) and description.startswith(MARKER))
-            )
+            marked = _has_marker(im)
             frames = getattr(im, "n_frames", 1)
             if fmt == "MPO":
                 # Phone cameras write JPEG with extra MPO frames (previews, depth

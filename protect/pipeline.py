@@ -89,6 +89,26 @@ class ResumeMismatch(RuntimeError):
     """--resume found a saved run whose settings or sources differ from this one."""
 
 
+class ForeignOutput(RuntimeError):
+    """Files that this tool did not write sit where its outputs would go."""
+
+
+def check_outputs(images: list[files.ImageFile], destination: Path) -> None:
+    """Raise ForeignOutput when a file this tool did not write sits at any output path.
+
+    Outputs of an earlier run carry the tool's marker and are replaced; any
+    other file there is the user's, and replacing it would lose it.
+    """
+    foreign = [destination / image.relative for image in images
+               if (destination / image.relative).exists() and not files.is_output(destination / image.relative)]
+    if foreign:
+        count = f"{len(foreign)} files" if len(foreign) > 1 else "1 file"
+        raise ForeignOutput(
+            f"{count} in {destination} would be replaced but were not written by protect, "
+            f"for example {foreign[0]}: move them away or choose another --out"
+        )
+
+
 def settings_record(settings: Settings) -> dict:
     """Return the settings that decide δ, as JSON-ready values (the device is left out)."""
     return {
@@ -284,13 +304,16 @@ def protect_images(
     then removes the temporary files and leaves every original as it was.
     With a `destination`, δ and each finished output are saved in its state
     folder (see protect.state). `resume` reuses them when settings and sources
-    match and raises ResumeMismatch when they differ. Raises labels.LabelError
+    match and raises ResumeMismatch when they differ. Raises ForeignOutput,
+    before any work, when an output would replace a file that this tool did
+    not write. Raises labels.LabelError
     when the readable images form fewer than two classes.
     """
     plan = plan or labels.plan_labels(images, labels.FOLDERS)
     record = settings_record(settings) | {"labels": plan.record()}
     saved = None
     if destination is not None:
+        check_outputs(images, destination)
         saved = state.RunState(destination)
         key = state.run_key(record, images)
         if resume and saved.saved_settings() is not None and not saved.matches(key):

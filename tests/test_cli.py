@@ -282,3 +282,30 @@ def test_report_lists_ignored_files(cifar_png: Path, tmp_path: Path) -> None:
     ignored = json.loads(report.read_text())["ignored"]
     assert [Path(p).name for p in ignored] == ["notes.txt"]
     assert "ignored" in result.output
+
+
+def test_exit_2_for_foreign_file_in_out(cifar_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = next(iter(sorted(cifar_png.rglob("*.png"))))
+    theirs = out / first.relative_to(cifar_png)
+    theirs.parent.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(theirs)
+    before = snapshot(out)
+
+    result = protect(cifar_png, "--out", out, "--seed", 1)
+    assert result.exit_code == 2
+    assert "1 file in" in result.output
+    assert "were not written by protect" in result.output
+    assert first.name in result.output
+    assert snapshot(out) == before  # nothing written, nothing replaced
+
+
+def test_rerun_replaces_its_own_outputs(cifar_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert protect(cifar_png, "--out", out, "--seed", 1).exit_code == 0
+    first = snapshot(out)
+    result = protect(cifar_png, "--out", out, "--seed", 2)
+    assert result.exit_code == 0, result.output
+    second = snapshot(out)
+    assert first.keys() == second.keys()
+    assert any(first[name] != second[name] for name in first)
