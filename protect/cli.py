@@ -173,12 +173,13 @@ def _write_report(
 
 def _plan_labels(images, spec: Optional[str], unlabelled: str, clusters: Optional[int]):
     """Check the label options together and return the LabelPlan, or raise typer.Exit(2)."""
-    from protect import labels
+    from protect import labels, manifest
 
     spec = spec or labels.default_mode(images)
     is_manifest = spec not in labels.MODES
-    if is_manifest and not Path(spec).exists() and Path(spec).suffix.lower() not in (".csv", ".json"):
-        raise _fail(f"--labels {spec}: use one of {', '.join(labels.MODES)}, or the path of a .csv or .json manifest")
+    if is_manifest and not Path(spec).exists() and Path(spec).suffix.lower() not in manifest.SUFFIXES:
+        raise _fail(f"invalid --labels {spec}: use one of {', '.join(labels.MODES)}, "
+                    f"or the path of a {' or '.join(manifest.SUFFIXES)} manifest")
     if unlabelled == "cluster" and not is_manifest:
         raise _fail(f"--unlabelled applies to a manifest; --labels {spec} has no unlabelled images")
     clusters_everything = spec in (labels.FLAT, labels.CLUSTER)
@@ -388,11 +389,6 @@ def images(
         raise _fail(f"no images found under {source} ({len(found.ignored)} other files ignored)", EXIT_NO_IMAGES)
 
     plan = _plan_labels(found.images, labels_spec, unlabelled.value, clusters)  # fail before any slow work
-    if destination is not None:
-        try:
-            pipeline.check_outputs(found.images, destination)
-        except pipeline.ForeignOutput as error:
-            raise _fail(str(error)) from None
     if strip_metadata and strip_gps:
         raise _fail("give either --strip-metadata or --strip-gps, not both")
 
@@ -445,6 +441,12 @@ def images(
             highlight=False,
         )
     if dry_run:
+        if destination is not None:
+            # A real run makes this check inside protect_images, before any work.
+            try:
+                pipeline.check_outputs(found.images, destination)
+            except pipeline.ForeignOutput as error:
+                raise _fail(str(error)) from None
         _dry_run(found, destination, plan, settings, seed_drawn=seed_drawn)
 
     started = time.monotonic()

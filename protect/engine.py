@@ -119,12 +119,14 @@ SCHEDULES = {s.name: s for s in (FAST, REFERENCE)}
 # nothing, takes achromatic steps, and gives half of ε to one pattern per
 # class. "strong" draws from the whole pool (blur, resizing and crops too) and
 # gives three quarters of ε to the class pattern, for trainers who compress
-# hard or blur. Both cost about what "off" does. Measured on 5,000 CIFAR-10
-# images (BENCHMARKS.md): the whole pool with per-image δ only left a victim
-# at 31 % on untouched files, against 19 % for "standard"; blur, resizing and
-# crops in the pool are what hold protection under JPEG at quality 10; coarse
-# (2x2-block) δ, the surrogate training on the pool, and more outer epochs did
-# worse or gained little, so none is a preset.
+# hard or blur. Both cost about what "off" does.
+# Measured on 5,000 CIFAR-10 images (BENCHMARKS.md): the whole pool with
+# per-image δ only left a victim at 31 % on untouched files, against 19 % for
+# "standard". Blur, resizing and crops in the pool are what hold protection
+# under JPEG at quality 10. Coarse (2x2-block) δ, the surrogate training on the
+# pool, and more outer epochs did worse or gained little, so none is a preset.
+# NOTE: with labels from clustering, each cluster gets its own pattern; that
+# case was measured only without the pool, where the pattern did not help.
 _PLATFORM_POOL = robustness.Pool(operations=("identity", "jpeg", "grayscale"))
 ROBUSTNESS = {
     "off": {"transforms": None},
@@ -369,7 +371,7 @@ def craft(
     if labels.unique().numel() < 2:
         raise ValueError("crafting needs at least two classes")
     if not 0 <= schedule.class_share < 1:
-        raise ValueError(f"class_share must be in [0, 1), got {schedule.class_share}")
+        raise ValueError(f"invalid class_share {schedule.class_share}: use a value in [0, 1)")
 
     device = device or torch.device("cpu")
     torch.manual_seed(seed)  # surrogate initialisation

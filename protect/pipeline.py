@@ -90,17 +90,17 @@ class ResumeMismatch(RuntimeError):
 
 
 class ForeignOutput(RuntimeError):
-    """Files that this tool did not write sit where its outputs would go."""
+    """Error: files that this tool did not write are where its outputs would go."""
 
 
 def check_outputs(images: list[files.ImageFile], destination: Path) -> None:
-    """Raise ForeignOutput when a file this tool did not write sits at any output path.
+    """Raise ForeignOutput when any output path contains a file this tool did not write.
 
-    Outputs of an earlier run carry the tool's marker and are replaced; any
-    other file there is the user's, and replacing it would lose it.
+    Outputs of an earlier run carry the tool's marker, so they are replaced.
+    Any other file there is the user's, and replacing it would lose it.
     """
-    foreign = [destination / image.relative for image in images
-               if (destination / image.relative).exists() and not files.is_output(destination / image.relative)]
+    targets = (destination / image.relative for image in images)
+    foreign = [target for target in targets if target.exists() and not files.is_output(target)]
     if foreign:
         count = f"{len(foreign)} files" if len(foreign) > 1 else "1 file"
         raise ForeignOutput(

@@ -167,9 +167,12 @@ class Pool:
     def __post_init__(self) -> None:
         unknown = [name for name in self.operations if name not in OPERATIONS]
         if unknown or not self.operations:
-            raise ValueError(f"pool operations must be some of {', '.join(OPERATIONS)}, got {self.operations}")
+            raise ValueError(f"invalid pool operations {self.operations}: use some of {', '.join(OPERATIONS)}")
         if not 1 <= self.jpeg_min <= self.jpeg_max <= 100:
-            raise ValueError(f"JPEG qualities must satisfy 1 <= jpeg_min <= jpeg_max <= 100, got {self.jpeg_min}, {self.jpeg_max}")
+            raise ValueError(
+                f"invalid JPEG qualities {self.jpeg_min}, {self.jpeg_max}: "
+                "use 1 <= jpeg_min <= jpeg_max <= 100"
+            )
 
 
 def random_transform(x: torch.Tensor, pool: Pool, generator: torch.Generator) -> torch.Tensor:

@@ -309,3 +309,16 @@ def test_rerun_replaces_its_own_outputs(cifar_png: Path, tmp_path: Path) -> None
     second = snapshot(out)
     assert first.keys() == second.keys()
     assert any(first[name] != second[name] for name in first)
+
+
+def test_dry_run_names_foreign_file_in_out(cifar_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = next(iter(sorted(cifar_png.rglob("*.png"))))
+    theirs = out / first.relative_to(cifar_png)
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"not an image written by protect")
+
+    result = protect(cifar_png, "--out", out, "--dry-run")
+    assert result.exit_code == 2
+    assert "were not written by protect" in result.output
+    assert theirs.read_bytes() == b"not an image written by protect"

@@ -184,7 +184,7 @@ def test_exit_2_for_invalid_manifest(cifar_png: Path, tmp_path: Path) -> None:
 def test_exit_2_for_misspelt_labels_mode(cifar_png: Path, tmp_path: Path) -> None:
     result = protect(cifar_png, "--out", tmp_path / "out", "--labels", "folder")
     assert result.exit_code == 2
-    assert "--labels folder: use one of folders, flat, cluster" in " ".join(result.output.split())
+    assert "invalid --labels folder: use one of folders, flat, cluster" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize(
